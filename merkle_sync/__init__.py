@@ -1,0 +1,18 @@
+"""merkle_sync: one-way directory replication over Merkle trees and content-defined chunks."""
+
+from merkle_sync.fs import FileSystem, FileSystemEvent, FileSystemEventType
+from merkle_sync.memfs import MemoryFileSystem
+from merkle_sync.protocol import ProtocolError
+from merkle_sync.source import ReplicatorSource, SyncError
+from merkle_sync.target import ReplicatorTarget
+
+__all__ = [
+    "FileSystem",
+    "FileSystemEvent",
+    "FileSystemEventType",
+    "MemoryFileSystem",
+    "ProtocolError",
+    "ReplicatorSource",
+    "ReplicatorTarget",
+    "SyncError",
+]

@@ -1,0 +1,130 @@
+"""The directory Merkle tree: file and directory nodes and their blake3 hashes (pure, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgpack
+from blake3 import blake3
+
+from merkle_sync.chunking import HASH_CONTEXT, ContentTree, build_tree
+
+KIND_DIR = 0
+KIND_BYTES = 1
+KIND_STR = 2
+
+FILE_KEY = blake3(derive_key_context=HASH_CONTEXT + "file").digest()
+DIR_KEY = blake3(derive_key_context=HASH_CONTEXT + "dir").digest()
+
+
+def encode_content(content: str | bytes) -> tuple[int, bytes]:
+    """``str`` travels as UTF-8 (surrogates kept) and keeps its kind so it comes back as ``str``."""
+    if isinstance(content, str):
+        return KIND_STR, content.encode("utf-8", "surrogatepass")
+    if isinstance(content, (bytes, bytearray, memoryview)):
+        return KIND_BYTES, bytes(content)
+    raise TypeError(f"file content must be str or bytes, not {type(content).__name__}")
+
+
+def decode_content(kind: int, data: bytes) -> str | bytes:
+    """Inverse of :func:`encode_content`."""
+    return data.decode("utf-8", "surrogatepass") if kind == KIND_STR else data
+
+
+def file_hash(kind: int, root: bytes) -> bytes:
+    """A file node commits to its content tree and to whether it is ``str`` or ``bytes``."""
+    return blake3(bytes((kind,)) + root, key=FILE_KEY).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class FileNode:
+    kind: int
+    tree: ContentTree
+    hash: bytes
+
+    @classmethod
+    def from_content(cls, content: str | bytes) -> FileNode:
+        kind, data = encode_content(content)
+        return cls.from_data(kind, data)
+
+    @classmethod
+    def from_data(cls, kind: int, data: bytes) -> FileNode:
+        tree = build_tree(data)
+        return cls(kind, tree, file_hash(kind, tree.root))
+
+
+class DirNode:
+    """Mutable so one event re-hashes only the changed path; the hash is cached until touched."""
+
+    __slots__ = ("children", "_hash")
+    kind = KIND_DIR
+
+    def __init__(self, children: dict[str, Node] | None = None) -> None:
+        self.children: dict[str, Node] = children if children is not None else {}
+        self._hash: bytes | None = None
+
+    @property
+    def hash(self) -> bytes:
+        if self._hash is None:
+            flat: list[object] = []
+            for name in sorted(self.children):
+                child = self.children[name]
+                flat += (name, child.kind, child.hash)
+            self._hash = blake3(msgpack.packb(flat), key=DIR_KEY).digest()
+        return self._hash
+
+    def touch(self) -> None:
+        self._hash = None
+
+
+Node = FileNode | DirNode
+
+
+def split(rel: str) -> list[str]:
+    """Relative paths are ``""`` for the root and ``"a/b"`` below it."""
+    return rel.split("/") if rel else []
+
+
+def join(rel: str, name: str) -> str:
+    return f"{rel}/{name}" if rel else name
+
+
+def lookup(root: DirNode, rel: str) -> Node | None:
+    node: Node = root
+    for part in split(rel):
+        if not isinstance(node, DirNode) or part not in node.children:
+            return None
+        node = node.children[part]
+    return node
+
+
+def _parent_chain(root: DirNode, rel: str) -> list[DirNode] | None:
+    chain = [root]
+    for part in split(rel)[:-1]:
+        child = chain[-1].children.get(part)
+        if not isinstance(child, DirNode):
+            return None
+        chain.append(child)
+    return chain
+
+
+def put(root: DirNode, rel: str, node: Node | None) -> Node | None:
+    """Place (or with ``None`` remove) a node, invalidate ancestor hashes, return the old node."""
+    chain = _parent_chain(root, rel)
+    if chain is None or not rel:
+        raise KeyError(f"no parent directory for {rel!r}")
+    name = split(rel)[-1]
+    old = chain[-1].children.pop(name, None)
+    if node is not None:
+        chain[-1].children[name] = node
+    for d in chain:
+        d.touch()
+    return old
+
+
+def iter_tree(node: Node, rel: str = ""):
+    """Every ``(rel, node)`` below and including ``node``, parents before children."""
+    yield rel, node
+    if isinstance(node, DirNode):
+        for name, child in node.children.items():
+            yield from iter_tree(child, join(rel, name))

@@ -1,0 +1,215 @@
+"""Wire messages: small frozen types that validate every invariant when constructed.
+
+Everything here may come from another machine, so each constructor checks types, sizes and
+paths before anything else trusts the value. Any violation raises :class:`ProtocolError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from merkle_sync.chunking import CHUNK_MAX
+
+FULL_HASH = 32
+MIN_HASH = 8
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
+MAX_ITEMS = 4_000_000
+MAX_FILE_SIZE = 1 << 32
+MAX_FRAME = 1 << 30
+KINDS = (0, 1, 2)  # directory, bytes file, str file
+FILE_KINDS = (1, 2)
+
+
+class ProtocolError(ValueError):
+    """The one error for anything malformed, oversized, inconsistent or unsafe from a peer."""
+
+
+def _require(ok: bool, what: str) -> None:
+    if not ok:
+        raise ProtocolError(what)
+
+
+def check_name(name: object) -> str:
+    """One path component: no separators, no NUL, not empty, not ``.`` or ``..``."""
+    _require(isinstance(name, str), f"name must be str, got {type(name).__name__}")
+    assert isinstance(name, str)
+    _require(name not in ("", ".", ".."), f"forbidden name {name!r}")
+    _require("/" not in name and "\0" not in name, f"name contains '/' or NUL: {name!r}")
+    _require(len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES, "name too long")
+    return name
+
+
+def check_path(path: object, root_ok: bool = False) -> str:
+    """A canonical relative path that cannot leave the target directory."""
+    _require(isinstance(path, str), f"path must be str, got {type(path).__name__}")
+    assert isinstance(path, str)
+    _require(len(path) <= MAX_PATH_BYTES, "path too long")
+    if path == "":
+        _require(root_ok, "empty path")
+        return path
+    for part in path.split("/"):
+        check_name(part)
+    return path
+
+
+def check_hash(h: object, length: int) -> bytes:
+    _require(isinstance(h, bytes) and len(h) == length, f"hash must be {length} bytes")
+    assert isinstance(h, bytes)
+    return h
+
+
+def check_hash_len(n: object) -> int:
+    _require(type(n) is int and MIN_HASH <= n <= FULL_HASH, f"bad hash length {n!r}")
+    assert isinstance(n, int)
+    return n
+
+
+def check_items(items: object, what: str, cap: int = MAX_ITEMS) -> tuple:
+    _require(isinstance(items, tuple), f"{what} must be a tuple")
+    assert isinstance(items, tuple)
+    _require(len(items) <= cap, f"too many {what}")
+    return items
+
+
+def check_int(n: object, low: int, high: int, what: str) -> int:
+    _require(type(n) is int and low <= n <= high, f"{what} out of range: {n!r}")
+    assert isinstance(n, int)
+    return n
+
+
+class Message:
+    """Pickles as its compact msgpack frame, so in-process and wire bytes are the same."""
+
+    __slots__ = ()
+
+    def __reduce__(self):
+        from merkle_sync import wire
+
+        return wire.decode, (wire.encode(self),)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One child in a directory listing."""
+
+    name: str
+    kind: int
+    hash: bytes
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        _require(self.kind in KINDS and type(self.kind) is int, f"bad kind {self.kind!r}")
+        _require(isinstance(self.hash, bytes), "entry hash must be bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class Walk(Message):
+    """One level of the top-down walk: compare roots, list mismatched dirs, look up content."""
+
+    hash_len: int
+    root: bytes  # full source root hash, or b"" when the roots are already known to differ
+    dirs: tuple[str, ...]
+    have: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        check_hash_len(self.hash_len)
+        _require(self.root == b"" or check_hash(self.root, FULL_HASH) is not None, "bad root")
+        for d in check_items(self.dirs, "dirs"):
+            check_path(d, root_ok=True)
+        for h in check_items(self.have, "have hashes"):
+            check_hash(h, self.hash_len)
+
+
+@dataclass(frozen=True, slots=True)
+class WalkReply(Message):
+    """``listings[i]`` answers ``dirs[i]`` (``None``: not a directory); ``have`` is a bitmap."""
+
+    equal: bool
+    listings: tuple[tuple[Entry, ...] | None, ...]
+    have: bytes
+    indexed: int  # how many content nodes the target could reuse; 0 means don't ask
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.equal, bool), "equal must be bool")
+        for listing in check_items(self.listings, "listings"):
+            if listing is not None:
+                for entry in check_items(listing, "entries"):
+                    _require(isinstance(entry, Entry), "listing holds a non-entry")
+                names = [e.name for e in listing]
+                _require(len(set(names)) == len(names), "duplicate names in a listing")
+        _require(isinstance(self.have, bytes) and len(self.have) <= MAX_ITEMS, "bad bitmap")
+        check_int(self.indexed, 0, 1 << 62, "indexed")
+
+    def has(self, i: int) -> bool:
+        return i // 8 < len(self.have) and bool(self.have[i // 8] >> (i % 8) & 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Rebuild one file from pieces: a node hash (reused) or a count of the next literals."""
+
+    path: str
+    kind: int
+    size: int
+    hash: bytes
+    pieces: tuple[bytes | int, ...]
+
+    def __post_init__(self) -> None:
+        check_path(self.path)
+        _require(self.kind in FILE_KINDS and type(self.kind) is int, f"bad file kind {self.kind!r}")
+        check_int(self.size, 0, MAX_FILE_SIZE, "file size")
+        _require(isinstance(self.hash, bytes), "file hash must be bytes")
+        _require(len(check_items(self.pieces, "pieces")) >= 1, "a file needs at least one piece")
+        for p in self.pieces:
+            _require(isinstance(p, bytes) or type(p) is int and p >= 1, f"bad piece {p!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Apply(Message):
+    """Everything the target must change, applied only after all of it checks out."""
+
+    hash_len: int
+    removes: tuple[str, ...]
+    mkdirs: tuple[str, ...]
+    writes: tuple[Write, ...]
+    literal_sizes: tuple[int, ...]
+    literals: bytes
+    compressed: bool
+
+    def __post_init__(self) -> None:
+        check_hash_len(self.hash_len)
+        for p in check_items(self.removes, "removes"):
+            check_path(p)
+        for p in check_items(self.mkdirs, "mkdirs"):
+            check_path(p)
+        paths = [w.path for w in check_items(self.writes, "writes")]
+        _require(len(set(paths)) == len(paths), "a file is written twice")
+        for w in self.writes:
+            _require(isinstance(w, Write), "writes holds a non-write")
+            check_hash(w.hash, self.hash_len)
+            for p in w.pieces:
+                if isinstance(p, bytes):
+                    check_hash(p, self.hash_len)
+        for n in check_items(self.literal_sizes, "literal sizes"):
+            check_int(n, 0, CHUNK_MAX, "literal size")
+        runs = sum(p for w in self.writes for p in w.pieces if isinstance(p, int))
+        _require(runs == len(self.literal_sizes), "pieces do not use each literal exactly once")
+        _require(isinstance(self.literals, bytes), "literals must be bytes")
+        _require(isinstance(self.compressed, bool), "compressed must be bool")
+        if not self.compressed:
+            _require(len(self.literals) == sum(self.literal_sizes), "literal sizes do not add up")
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyReply(Message):
+    """The target's full root hash afterwards: the end-to-end guard for truncated hashes."""
+
+    root: bytes
+
+    def __post_init__(self) -> None:
+        check_hash(self.root, FULL_HASH)
+
+
+Request = Walk | Apply
+Response = WalkReply | ApplyReply

@@ -1,0 +1,103 @@
+"""The active side: keeps its Merkle tree current from watch events and drives syncs over RPC."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable
+from typing import Any
+
+from merkle_sync.merkle import DirNode, encode_content, iter_tree, lookup, put
+from merkle_sync.protocol import FULL_HASH, MIN_HASH, ProtocolError
+from merkle_sync.scan import scan
+from merkle_sync.session import SyncSession
+
+
+class SyncError(RuntimeError):
+    """The target still differs after a full-hash sync: something else is changing it."""
+
+
+class ReplicatorSource:
+    """Mirrors ``dir_path`` into the target behind ``rpc_handle``; events keep it mirrored."""
+
+    def __init__(
+        self, fs: Any, dir_path: str, rpc_handle: Callable[[Any], Any], hash_len: int = MIN_HASH
+    ) -> None:
+        self.fs = fs
+        self.dir = posixpath.normpath(dir_path)
+        self.rpc_handle = rpc_handle
+        self.hash_len = hash_len
+        self._fresh: dict[str, bytes] = {}
+        root = scan(fs, self.dir, "", self._fresh)
+        if not isinstance(root, DirNode):
+            raise NotADirectoryError(f"source is not a directory: {self.dir!r}")
+        self.tree: DirNode = root
+        self._watched: set[str] = set()
+        self._rewatch("", root)
+        self.sync()
+
+    # -- events ----------------------------------------------------------------------------
+    def handle_event(self, event: Any) -> None:
+        """Treat the event as "something changed at this path" and look at the real state."""
+        rel = self._relative(posixpath.normpath(event.path))
+        if rel is None:
+            return
+        # Rescan from the deepest place our tree still knows as a directory's child.
+        while rel and not isinstance(lookup(self.tree, posixpath.dirname(rel)), DirNode):
+            rel = posixpath.dirname(rel)
+        node = scan(self.fs, self._abs(rel), rel, self._fresh)
+        if not rel:
+            if not isinstance(node, DirNode):
+                raise NotADirectoryError(f"source directory vanished: {self.dir!r}")
+            self.tree = node
+        else:
+            put(self.tree, rel, node)
+        self._rewatch(rel, node)
+        self.sync()
+
+    def _relative(self, path: str) -> str | None:
+        if path == self.dir:
+            return ""
+        prefix = self.dir.rstrip("/") + "/"
+        return path[len(prefix) :] if path.startswith(prefix) else None
+
+    def _abs(self, rel: str) -> str:
+        return posixpath.join(self.dir, rel) if rel else self.dir
+
+    def _rewatch(self, rel: str, node: Any) -> None:
+        """Watch exactly the directories now at or below ``rel``; release the rest."""
+        inside = rel + "/" if rel else ""
+        old = {d for d in self._watched if d == rel or d.startswith(inside)}
+        new = {path for path, n in iter_tree(node, rel) if isinstance(n, DirNode)} if node else set()
+        for d in sorted(old - new, reverse=True):
+            self.fs.unwatchdir(self._abs(d))
+        for d in sorted(new - old):
+            self.fs.watchdir(self._abs(d), self.handle_event)
+        self._watched = (self._watched - old) | new
+
+    # -- syncing ---------------------------------------------------------------------------
+    def _read(self, rel: str) -> bytes:
+        data = self._fresh.get(rel)
+        if data is None:
+            data = encode_content(self.fs.readfile(self._abs(rel)))[1]
+        return data
+
+    def sync(self) -> None:
+        """Walk and apply with short hashes; if the end-to-end root check fails, redo with full."""
+        try:
+            for hash_len in dict.fromkeys((self.hash_len, FULL_HASH)):
+                session = SyncSession(self.tree, self._read, hash_len)
+                request: Any = session.start()
+                try:
+                    while request is not None:
+                        request = session.receive(self.rpc_handle(request))
+                except ProtocolError:
+                    if hash_len == FULL_HASH:
+                        raise
+                    continue
+                if session.equal:
+                    return
+            raise SyncError("target root differs from the source after a full-hash sync")
+        finally:
+            self._fresh.clear()
+
+

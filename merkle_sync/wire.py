@@ -1,0 +1,110 @@
+"""The one codec: messages to msgpack frames and back; every decoding failure is a ProtocolError."""
+
+from __future__ import annotations
+
+import msgpack
+
+from merkle_sync.protocol import (
+    MAX_FRAME,
+    MAX_ITEMS,
+    MAX_PATH_BYTES,
+    Apply,
+    ApplyReply,
+    Entry,
+    ProtocolError,
+    Walk,
+    WalkReply,
+    Write,
+)
+
+_WALK, _WALK_REPLY, _APPLY, _APPLY_REPLY = 1, 2, 3, 4
+
+
+def _flat_entries(listing: tuple[Entry, ...] | None) -> list | None:
+    if listing is None:
+        return None
+    flat: list = []
+    for e in listing:
+        flat += (e.name, e.kind, e.hash)
+    return flat
+
+
+def encode(msg: object) -> bytes:
+    """A msgpack frame whose first element names the message type."""
+    if isinstance(msg, Walk):
+        body = [_WALK, msg.hash_len, msg.root, msg.dirs, msg.have]
+    elif isinstance(msg, WalkReply):
+        listings = [_flat_entries(x) for x in msg.listings]
+        body = [_WALK_REPLY, msg.equal, listings, msg.have, msg.indexed]
+    elif isinstance(msg, Apply):
+        writes = [[w.path, w.kind, w.size, w.hash, w.pieces] for w in msg.writes]
+        body = [
+            _APPLY,
+            msg.hash_len,
+            msg.removes,
+            msg.mkdirs,
+            writes,
+            msg.literal_sizes,
+            msg.literals,
+            msg.compressed,
+        ]
+    elif isinstance(msg, ApplyReply):
+        body = [_APPLY_REPLY, msg.root]
+    else:
+        raise TypeError(f"not a protocol message: {type(msg).__name__}")
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def _entries(flat: object) -> tuple[Entry, ...] | None:
+    if flat is None:
+        return None
+    if not isinstance(flat, tuple) or len(flat) % 3:
+        raise ProtocolError("listing is not a flat list of (name, kind, hash)")
+    return tuple(Entry(*flat[i : i + 3]) for i in range(0, len(flat), 3))
+
+
+def _build(body: tuple) -> object:
+    code, *fields = body
+    if code == _WALK:
+        return Walk(*fields)
+    if code == _WALK_REPLY:
+        equal, listings, have, indexed = fields
+        if not isinstance(listings, tuple):
+            raise ProtocolError("listings must be a list")
+        return WalkReply(equal, tuple(_entries(x) for x in listings), have, indexed)
+    if code == _APPLY:
+        hash_len, removes, mkdirs, writes, sizes, literals, compressed = fields
+        if not isinstance(writes, tuple) or not all(isinstance(w, tuple) for w in writes):
+            raise ProtocolError("writes must be a list of lists")
+        return Apply(
+            hash_len, removes, mkdirs, tuple(Write(*w) for w in writes), sizes, literals, compressed
+        )
+    if code == _APPLY_REPLY:
+        return ApplyReply(*fields)
+    raise ProtocolError(f"unknown message type {code!r}")
+
+
+def decode(frame: bytes) -> Walk | WalkReply | Apply | ApplyReply:
+    """Parse and validate a frame; caps are enforced before msgpack allocates anything."""
+    if not isinstance(frame, (bytes, bytearray, memoryview)):
+        raise ProtocolError(f"a frame must be bytes, not {type(frame).__name__}")
+    if len(frame) > MAX_FRAME:
+        raise ProtocolError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
+    try:
+        body = msgpack.unpackb(
+            frame,
+            raw=False,
+            use_list=False,
+            max_str_len=MAX_PATH_BYTES,
+            max_bin_len=MAX_FRAME,
+            max_array_len=3 * MAX_ITEMS,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+        if not isinstance(body, tuple) or not body:
+            raise ProtocolError("a frame must be a non-empty list")
+        return _build(body)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # msgpack and the constructors raise many types; the peer sees one
+        raise ProtocolError(f"malformed frame: {type(exc).__name__}: {exc}") from exc
