@@ -8,12 +8,13 @@ and hashes are wire format: ``tests/test_chunking.py`` pins them with fixed vect
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from blake3 import blake3
 from pyfastcdc import FastCDC
 
 #: FastCDC target size; real chunks average about 1.15x this with normalized chunking 2.
 CHUNK_AVG = 2048
-CHUNK_MIN = 512
+CHUNK_MIN = 256
 CHUNK_MAX = 8192
 #: A node closes after a child whose hash has these low bits clear: average fanout 16.
 FANOUT_MASK = 0x0F
@@ -115,4 +116,3 @@ def build_tree(data: bytes | memoryview) -> ContentTree:
         all_ends.append(tuple(child_ends[b - 1] for b in stops))
         all_firsts.append(tuple(firsts))
     return ContentTree(tuple(levels), tuple(all_ends), tuple(all_firsts))
-

@@ -22,12 +22,16 @@ class MemoryFileSystem(FileSystem):
         self._root: _Dir = {}
         self._watches: dict[str, EventCallback] = {}
         self._ops: Counter[str] = Counter()
+        #: Set to a list to record every ``(operation, path)``, e.g. to prove what was read.
+        self.log: list[tuple[str, str]] | None = None
         #: Called as ``fault(operation, path)`` before every mutation; raise to inject a failure.
         self.fault: Callable[[str, str], None] | None = None
 
     # -- helpers ---------------------------------------------------------------------------
     def _count(self, op: str, path: str, mutating: bool = False) -> None:
         self._ops[op] += 1
+        if self.log is not None:
+            self.log.append((op, path))
         if mutating and self.fault is not None:
             self.fault(op, path)
 

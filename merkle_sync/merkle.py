@@ -56,7 +56,7 @@ class FileNode:
 class DirNode:
     """Mutable so one event re-hashes only the changed path; the hash is cached until touched."""
 
-    __slots__ = ("children", "_hash")
+    __slots__ = ("_hash", "children")
     kind = KIND_DIR
 
     def __init__(self, children: dict[str, Node] | None = None) -> None:

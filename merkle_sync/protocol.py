@@ -162,7 +162,7 @@ class Write:
         _require(isinstance(self.hash, bytes), "file hash must be bytes")
         _require(len(check_items(self.pieces, "pieces")) >= 1, "a file needs at least one piece")
         for p in self.pieces:
-            _require(isinstance(p, bytes) or type(p) is int and p >= 1, f"bad piece {p!r}")
+            _require(isinstance(p, bytes) or (type(p) is int and p >= 1), f"bad piece {p!r}")
 
 
 @dataclass(frozen=True, slots=True)

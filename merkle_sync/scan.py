@@ -1,4 +1,4 @@
-"""Reads a directory of any contract filesystem into a Merkle tree (the only I/O of tree building)."""
+"""Reads a directory of any contract filesystem into a Merkle tree: the I/O of tree building."""
 
 from __future__ import annotations
 

@@ -176,4 +176,3 @@ class SyncSession:
             packed if compressed else blob,
             compressed,
         )
-

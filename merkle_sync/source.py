@@ -67,7 +67,9 @@ class ReplicatorSource:
         """Watch exactly the directories now at or below ``rel``; release the rest."""
         inside = rel + "/" if rel else ""
         old = {d for d in self._watched if d == rel or d.startswith(inside)}
-        new = {path for path, n in iter_tree(node, rel) if isinstance(n, DirNode)} if node else set()
+        new = (
+            {path for path, n in iter_tree(node, rel) if isinstance(n, DirNode)} if node else set()
+        )
         for d in sorted(old - new, reverse=True):
             self.fs.unwatchdir(self._abs(d))
         for d in sorted(new - old):
@@ -99,5 +101,3 @@ class ReplicatorSource:
             raise SyncError("target root differs from the source after a full-hash sync")
         finally:
             self._fresh.clear()
-
-

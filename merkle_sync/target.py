@@ -1,4 +1,4 @@
-"""The passive side: answers walks from its Merkle tree and content index, applies verified changes."""
+"""The passive side: answers walks from its tree and content index, applies verified changes."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ from merkle_sync.protocol import (
     WalkReply,
     Write,
 )
-from merkle_sync.wire import decode, encode
 from merkle_sync.scan import scan
+from merkle_sync.wire import decode, encode
 
 _Location = tuple[bytes, str, int, int]  # (full hash, file rel path, start, end)
 

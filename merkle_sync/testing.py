@@ -1,4 +1,4 @@
-"""Helpers shared by the tests, the benchmarks and the demo: a metered RPC link and tree snapshots."""
+"""Shared by tests, benchmarks and the demo: a metered RPC link and tree snapshots."""
 
 from __future__ import annotations
 
@@ -58,6 +58,4 @@ def snapshot(fs: Any, path: str) -> dict[str, Any]:
 def same_tree(fs_a: Any, a: str, fs_b: Any, b: str) -> bool:
     """Equal names, kinds and contents, with ``str`` and ``bytes`` kept apart."""
     sa, sb = snapshot(fs_a, a), snapshot(fs_b, b)
-    return sa.keys() == sb.keys() and all(
-        type(sa[k]) is type(sb[k]) and sa[k] == sb[k] for k in sa
-    )
+    return sa.keys() == sb.keys() and all(type(sa[k]) is type(sb[k]) and sa[k] == sb[k] for k in sa)

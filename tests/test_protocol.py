@@ -1,0 +1,223 @@
+"""A malicious or broken peer: every bad frame raises ProtocolError and changes nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from merkle_sync import MemoryFileSystem, ProtocolError, ReplicatorTarget
+from merkle_sync.chunking import leaf_hash
+from merkle_sync.merkle import KIND_BYTES, FileNode
+from merkle_sync.protocol import Apply, ApplyReply, Entry, Walk, WalkReply, Write
+from merkle_sync.testing import snapshot
+from merkle_sync.wire import decode, encode
+
+H8 = b"\x01" * 8
+H32 = b"\x02" * 32
+
+
+def valid_messages():
+    node = FileNode.from_data(KIND_BYTES, b"hello")
+    write = Write("d/f", KIND_BYTES, 5, node.hash[:8], (1,))
+    return [
+        Walk(8, H32, ("", "a/b"), (H8,)),
+        WalkReply(False, ((Entry("x", 1, H8),), None), b"\x01", 3),
+        Apply(8, ("old",), ("d",), (write,), (5,), b"hello", False),
+        ApplyReply(H32),
+    ]
+
+
+@pytest.mark.parametrize("msg", valid_messages(), ids=lambda m: type(m).__name__)
+def test_round_trip_through_msgpack_and_pickle(msg):
+    assert decode(encode(msg)) == msg
+    assert pickle.loads(pickle.dumps(msg)) == msg
+
+
+@pytest.mark.parametrize("msg", valid_messages(), ids=lambda m: type(m).__name__)
+def test_every_truncation_is_rejected(msg):
+    frame = encode(msg)
+    for cut in range(len(frame)):
+        with pytest.raises(ProtocolError):
+            decode(frame[:cut])
+
+
+BAD_VALUES = [None, -1, 2**63, "x", b"", b"\x00" * 7, (), ("..",), True, 3.5, {"a": 1}, [[1]]]
+
+
+@pytest.mark.parametrize("msg", valid_messages(), ids=lambda m: type(m).__name__)
+def test_every_field_flipped_to_a_wrong_value_is_rejected(msg):
+    """Each field rejects most wrong values; none of them escapes as another exception."""
+    body = msgpack.unpackb(encode(msg), raw=False, strict_map_key=False)
+    for i in range(1, len(body)):
+        rejected = 0
+        for bad in BAD_VALUES:
+            flipped = [*body[:i], bad, *body[i + 1 :]]
+            try:
+                decoded = decode(msgpack.packb(flipped, use_bin_type=True))
+            except ProtocolError:
+                rejected += 1
+            else:  # a value that happens to be legal here must survive a round trip
+                assert decode(encode(decoded)) == decoded
+        assert rejected >= len(BAD_VALUES) - 3, f"field {i} of {type(msg).__name__} is lax"
+
+
+def test_unknown_type_and_non_frames():
+    for frame in (msgpack.packb([99, 1]), msgpack.packb([]), msgpack.packb({"a": 1}), b"", b"\xc1"):
+        with pytest.raises(ProtocolError):
+            decode(frame)
+    with pytest.raises(ProtocolError):
+        decode("not bytes")  # type: ignore[arg-type]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_crash_the_decoder(frame):
+    try:
+        msg = decode(frame)
+    except ProtocolError:
+        return
+    assert decode(encode(msg)) == msg
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(-(2**63), 2**64 - 1),
+            st.binary(max_size=40),
+            st.text(max_size=8),
+            st.none(),
+            st.lists(st.binary(max_size=9), max_size=3),
+        ),
+        max_size=9,
+    ),
+    st.integers(1, 4),
+)
+def test_arbitrary_bodies_never_crash_the_decoder(fields, code):
+    with contextlib.suppress(ProtocolError):
+        decode(msgpack.packb([code, *fields], use_bin_type=True))
+
+
+# -- the target under attack ------------------------------------------------------------------
+@pytest.fixture
+def target():
+    fs = MemoryFileSystem()
+    fs.makedirs("/t/d")
+    fs.writefile("/t/d/f", b"hello world")
+    fs.makedirs("/outside")
+    fs.writefile("/outside/secret", "secret")
+    return fs, ReplicatorTarget(fs, "/t")
+
+
+MUTATIONS = ("writefile", "removefile", "removedir", "makedir", "makedirs")
+
+
+def assert_rejected_without_change(fs, target, request):
+    before = snapshot(fs, "/")
+    ops = {m: fs.get_num_operations(m) for m in MUTATIONS}
+    root = target.tree.hash
+    with pytest.raises(ProtocolError):
+        target.handle_request(request)
+    assert snapshot(fs, "/") == before
+    assert {m: fs.get_num_operations(m) for m in MUTATIONS} == ops
+    assert target.tree.hash == root
+
+
+def literal_write(path: str, data: bytes) -> Apply:
+    node = FileNode.from_data(KIND_BYTES, data)
+    return Apply(
+        8,
+        (),
+        (),
+        (Write(path, KIND_BYTES, len(data), node.hash[:8], (1,)),),
+        (len(data),),
+        data,
+        False,
+    )
+
+
+ESCAPES = [
+    "/etc/passwd",
+    "../outside/secret",
+    "d/../../outside",
+    "a//b",
+    "./x",
+    "d/.",
+    "x/",
+    "a\0b",
+    "",
+    "..",
+]
+
+
+@pytest.mark.parametrize("path", ESCAPES)
+def test_paths_that_leave_the_target_are_rejected(target, path):
+    fs, t = target
+    frames = [
+        msgpack.packb([3, 8, [path], [], [], [], b"", False]),
+        msgpack.packb([3, 8, [], [path], [], [], b"", False]),
+        msgpack.packb([3, 8, [], [], [[path, 1, 1, H8, [1]]], [1], b"x", False]),
+        msgpack.packb([1, 8, b"", [path], []]),
+    ]
+    for frame in frames:
+        if path == "" and frame[1:2] == b"\x01":
+            continue  # the empty path names the root in a walk: legal
+        assert_rejected_without_change(fs, t, frame)
+
+
+def test_inconsistent_applies_change_nothing(target):
+    fs, t = target
+    good = literal_write("d/new", b"payload")
+    assert good.writes[0].pieces == (1,)
+    w = good.writes[0]
+    bad = [
+        # declared size does not match the pieces
+        Apply(8, (), (), (Write("d/new", 1, 99, w.hash, (1,)),), (7,), b"payload", False),
+        # the file hash does not match the bytes
+        Apply(8, (), (), (Write("d/new", 1, 7, b"\x00" * 8, (1,)),), (7,), b"payload", False),
+        # a piece the target does not have
+        Apply(8, (), (), (Write("d/new", 1, 7, w.hash, (H8,)),), (), b"", False),
+        # a compressed blob that is not zstd
+        Apply(8, (), (), (w,), (7,), b"garbage", True),
+        # parent directory missing, removal of something absent, directory over a file
+        literal_write("nodir/new", b"payload"),
+        Apply(8, ("absent",), (), (), (), b"", False),
+        Apply(8, (), ("d/f",), (), (), b"", False),
+        # a good write followed by an impossible one: the good one must not land either
+        Apply(8, (), (), (w, Write("d", 1, 7, w.hash, (1,))), (7, 7), b"payloadpayload", False),
+    ]
+    for request in bad:
+        assert_rejected_without_change(fs, t, request)
+        assert_rejected_without_change(fs, t, encode(request))
+    with pytest.raises(ProtocolError):  # literal sizes that do not add up fail at construction
+        Apply(8, (), (), (w,), (8,), b"payload", False)
+    assert t.handle_request(good) == ApplyReply(t.tree.hash)
+    assert fs.readfile("/t/d/new") == b"payload"
+
+
+def test_oversized_literal_is_rejected_before_use(target):
+    fs, t = target
+    frame = msgpack.packb([3, 8, [], [], [["d/n", 1, 10**6, H8, [1]]], [10**6], b"", True])
+    assert_rejected_without_change(fs, t, frame)
+
+
+def test_literal_reused_by_hash_within_one_apply(target):
+    fs, t = target
+    node = FileNode.from_data(KIND_BYTES, b"abc")
+    short = leaf_hash(b"abc")[:8]
+    req = Apply(
+        8,
+        (),
+        (),
+        (Write("a", 1, 3, node.hash[:8], (1,)), Write("b", 1, 3, node.hash[:8], (short,))),
+        (3,),
+        b"abc",
+        False,
+    )
+    t.handle_request(req)
+    assert fs.readfile("/t/a") == fs.readfile("/t/b") == b"abc"
