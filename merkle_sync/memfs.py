@@ -162,6 +162,10 @@ class MemoryFileSystem(FileSystem):
         """How often a contract method ran, so tests can assert exact write counts."""
         return self._ops[name]
 
+    def operation_counts(self) -> dict[str, int]:
+        """A copy of all counters, so a benchmark can diff before and after one sync."""
+        return dict(self._ops)
+
     def num_watched_dirs(self) -> int:
         """Watches are scarce; tests assert this to catch leaks."""
         return len(self._watches)

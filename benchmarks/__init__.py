@@ -1,0 +1,1 @@
+"""Benchmarks: a seeded workload catalogue, a naive baseline, rsync side by side, and a gate."""
