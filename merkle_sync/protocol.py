@@ -175,7 +175,6 @@ class Apply(Message):
     writes: tuple[Write, ...]
     literal_sizes: tuple[int, ...]
     literals: bytes
-    compressed: bool
 
     def __post_init__(self) -> None:
         check_hash_len(self.hash_len)
@@ -196,9 +195,7 @@ class Apply(Message):
         runs = sum(p for w in self.writes for p in w.pieces if isinstance(p, int))
         _require(runs == len(self.literal_sizes), "pieces do not use each literal exactly once")
         _require(isinstance(self.literals, bytes), "literals must be bytes")
-        _require(isinstance(self.compressed, bool), "compressed must be bool")
-        if not self.compressed:
-            _require(len(self.literals) == sum(self.literal_sizes), "literal sizes do not add up")
+        _require(len(self.literals) == sum(self.literal_sizes), "literal sizes do not add up")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import zstandard
-
 from merkle_sync.chunking import ContentTree
 from merkle_sync.merkle import KIND_DIR, DirNode, FileNode, Node, iter_tree, join, lookup
 from merkle_sync.protocol import (
@@ -24,9 +22,6 @@ from merkle_sync.protocol import (
     WalkReply,
     Write,
 )
-
-#: zstd level for literal bytes: measured on the source-code workload, see README.
-ZSTD_LEVEL = 9
 
 _NodeRef = tuple[ContentTree, int, int]  # (tree, level, index)
 
@@ -164,15 +159,11 @@ class SyncSession:
                         pieces.append(1)
             size = node.tree.size
             writes.append(Write(rel, node.kind, size, node.hash[: self.hash_len], tuple(pieces)))
-        blob = b"".join(literals)
-        packed = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(blob) if blob else b""
-        compressed = len(packed) < len(blob)
         return Apply(
             self.hash_len,
             tuple(self.removes),
             tuple(self.mkdirs),
             tuple(writes),
             tuple(len(x) for x in literals),
-            packed if compressed else blob,
-            compressed,
+            b"".join(literals),
         )

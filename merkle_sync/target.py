@@ -5,8 +5,6 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-import zstandard
-
 from merkle_sync.chunking import leaf_hash
 from merkle_sync.merkle import (
     DirNode,
@@ -20,7 +18,6 @@ from merkle_sync.merkle import (
     split,
 )
 from merkle_sync.protocol import (
-    MAX_FRAME,
     MIN_HASH,
     Apply,
     ApplyReply,
@@ -67,11 +64,23 @@ class ContentIndex:
         return None
 
 
+#: Bytes of removed files kept in memory, so that a rename, which arrives as a removal and
+#: then an addition, costs hashes instead of content. The target reads a file before removing
+#: it only while this budget lasts; 0 turns the reuse of removed content off.
+KEEP_REMOVED = 64 << 20
+
+
 class ReplicatorTarget:
     """Builds its tree once, then keeps it current through its own writes."""
 
-    def __init__(self, fs: Any, dir_path: str) -> None:
+    def __init__(self, fs: Any, dir_path: str, keep_removed: int = KEEP_REMOVED) -> None:
         self.fs = fs
+        self.keep_removed = keep_removed
+        #: Removed files still reusable: pseudo-path ("\0" + number, never a real name) ->
+        #: (node, bytes), oldest first.
+        self._graves: dict[str, tuple[FileNode, bytes]] = {}
+        self._grave_bytes = 0
+        self._grave_seq = 0
         self.dir = posixpath.normpath(dir_path)
         if not fs.exists(self.dir):
             fs.makedirs(self.dir)
@@ -123,6 +132,7 @@ class ReplicatorTarget:
         built = self._assemble(req)
         for rel in req.removes:
             old = lookup(self.tree, rel)
+            self._bury(rel, old)
             if isinstance(old, DirNode):
                 self.fs.removedir(self._abs(rel))
             else:
@@ -136,6 +146,25 @@ class ReplicatorTarget:
             self._forget(write.path, put(self.tree, write.path, node))
             self.index.add(write.path, node)
         return ApplyReply(self.tree.hash)
+
+    def _bury(self, rel: str, old: Node | None) -> None:
+        """Keep the bytes of files about to be removed reachable through the index."""
+        if old is None:
+            return
+        for path, node in iter_tree(old, rel):
+            if not isinstance(node, FileNode) or not 0 < node.tree.size <= self.keep_removed:
+                continue
+            data = encode_content(self.fs.readfile(self._abs(path)))[1]
+            key = f"\0{self._grave_seq}"
+            self._grave_seq += 1
+            self._graves[key] = (node, data)
+            self._grave_bytes += len(data)
+            self.index.add(key, node)
+        while self._grave_bytes > self.keep_removed:
+            key, (node, data) = next(iter(self._graves.items()))
+            del self._graves[key]
+            self._grave_bytes -= len(data)
+            self.index.remove(key, node)
 
     def _forget(self, rel: str, old: Node | None) -> None:
         if old is not None:
@@ -173,20 +202,9 @@ class ReplicatorTarget:
                 raise ProtocolError(f"cannot write file {w.path!r}")
 
     def _literals(self, req: Apply) -> list[bytes]:
-        total = sum(req.literal_sizes)
-        if total > MAX_FRAME:
-            raise ProtocolError("literals exceed the frame cap")
-        blob = req.literals
-        if req.compressed:
-            try:
-                blob = zstandard.ZstdDecompressor().decompress(blob, max_output_size=total)
-            except zstandard.ZstdError as exc:
-                raise ProtocolError(f"bad compressed literals: {exc}") from exc
-            if len(blob) != total:
-                raise ProtocolError("literal sizes do not add up")
         out, pos = [], 0
         for size in req.literal_sizes:
-            out.append(blob[pos : pos + size])
+            out.append(req.literals[pos : pos + size])
             pos += size
         return out
 
@@ -226,6 +244,8 @@ class ReplicatorTarget:
         if loc is None:
             raise ProtocolError(f"unknown piece {short.hex()}")
         _, rel, start, end = loc
-        if rel not in files:
+        if rel in self._graves:
+            files[rel] = self._graves[rel][1]
+        elif rel not in files:
             files[rel] = encode_content(self.fs.readfile(self._abs(rel)))[1]
         return files[rel][start:end]

@@ -7,13 +7,14 @@ import pickle
 
 import msgpack
 import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from merkle_sync import MemoryFileSystem, ProtocolError, ReplicatorTarget
 from merkle_sync.chunking import leaf_hash
 from merkle_sync.merkle import KIND_BYTES, FileNode
-from merkle_sync.protocol import Apply, ApplyReply, Entry, Walk, WalkReply, Write
+from merkle_sync.protocol import MAX_FRAME, Apply, ApplyReply, Entry, Walk, WalkReply, Write
 from merkle_sync.testing import snapshot
 from merkle_sync.wire import decode, encode
 
@@ -27,7 +28,7 @@ def valid_messages():
     return [
         Walk(8, H32, ("", "a/b"), (H8,)),
         WalkReply(False, ((Entry("x", 1, H8),), None), b"\x01", 3),
-        Apply(8, ("old",), ("d",), (write,), (5,), b"hello", False),
+        Apply(8, ("old",), ("d",), (write,), (5,), b"hello"),
         ApplyReply(H32),
     ]
 
@@ -137,7 +138,6 @@ def literal_write(path: str, data: bytes) -> Apply:
         (Write(path, KIND_BYTES, len(data), node.hash[:8], (1,)),),
         (len(data),),
         data,
-        False,
     )
 
 
@@ -159,9 +159,9 @@ ESCAPES = [
 def test_paths_that_leave_the_target_are_rejected(target, path):
     fs, t = target
     frames = [
-        msgpack.packb([3, 8, [path], [], [], [], b"", False]),
-        msgpack.packb([3, 8, [], [path], [], [], b"", False]),
-        msgpack.packb([3, 8, [], [], [[path, 1, 1, H8, [1]]], [1], b"x", False]),
+        msgpack.packb([3, 8, [path], [], [], [], b""]),
+        msgpack.packb([3, 8, [], [path], [], [], b""]),
+        msgpack.packb([3, 8, [], [], [[path, 1, 1, H8, [1]]], [1], b"x"]),
         msgpack.packb([1, 8, b"", [path], []]),
     ]
     for frame in frames:
@@ -177,33 +177,45 @@ def test_inconsistent_applies_change_nothing(target):
     w = good.writes[0]
     bad = [
         # declared size does not match the pieces
-        Apply(8, (), (), (Write("d/new", 1, 99, w.hash, (1,)),), (7,), b"payload", False),
+        Apply(8, (), (), (Write("d/new", 1, 99, w.hash, (1,)),), (7,), b"payload"),
         # the file hash does not match the bytes
-        Apply(8, (), (), (Write("d/new", 1, 7, b"\x00" * 8, (1,)),), (7,), b"payload", False),
+        Apply(8, (), (), (Write("d/new", 1, 7, b"\x00" * 8, (1,)),), (7,), b"payload"),
         # a piece the target does not have
-        Apply(8, (), (), (Write("d/new", 1, 7, w.hash, (H8,)),), (), b"", False),
-        # a compressed blob that is not zstd
-        Apply(8, (), (), (w,), (7,), b"garbage", True),
+        Apply(8, (), (), (Write("d/new", 1, 7, w.hash, (H8,)),), (), b""),
         # parent directory missing, removal of something absent, directory over a file
         literal_write("nodir/new", b"payload"),
-        Apply(8, ("absent",), (), (), (), b"", False),
-        Apply(8, (), ("d/f",), (), (), b"", False),
+        Apply(8, ("absent",), (), (), (), b""),
+        Apply(8, (), ("d/f",), (), (), b""),
         # a good write followed by an impossible one: the good one must not land either
-        Apply(8, (), (), (w, Write("d", 1, 7, w.hash, (1,))), (7, 7), b"payloadpayload", False),
+        Apply(8, (), (), (w, Write("d", 1, 7, w.hash, (1,))), (7, 7), b"payloadpayload"),
     ]
     for request in bad:
         assert_rejected_without_change(fs, t, request)
         assert_rejected_without_change(fs, t, encode(request))
     with pytest.raises(ProtocolError):  # literal sizes that do not add up fail at construction
-        Apply(8, (), (), (w,), (8,), b"payload", False)
+        Apply(8, (), (), (w,), (8,), b"payload")
     assert t.handle_request(good) == ApplyReply(t.tree.hash)
     assert fs.readfile("/t/d/new") == b"payload"
 
 
-def test_oversized_literal_is_rejected_before_use(target):
+def test_oversized_or_broken_compressed_frames_are_rejected_before_use(target):
     fs, t = target
-    frame = msgpack.packb([3, 8, [], [], [["d/n", 1, 10**6, H8, [1]]], [10**6], b"", True])
-    assert_rejected_without_change(fs, t, frame)
+    body = msgpack.packb([3, 8, [], [], [["d/n", 1, 10**6, H8, [1]]], [10**6], b"\0" * 10**6])
+    packed = zstandard.ZstdCompressor().compress(body)
+    assert_rejected_without_change(fs, t, packed)  # well-formed frame, inconsistent content
+    huge = zstandard.ZstdCompressor().compress(b"\x90" + b"\0" * (MAX_FRAME + 1))
+    assert zstandard.frame_content_size(huge) > MAX_FRAME
+    assert_rejected_without_change(fs, t, huge)  # refused from the header, never inflated
+    assert_rejected_without_change(fs, t, packed[:-5])  # truncated
+    assert_rejected_without_change(fs, t, b"\x28\xb5\x2f\xfd garbage")
+
+
+def test_frames_are_compressed_when_it_pays():
+    names = tuple(f"some/long/directory/name/number/{i}" for i in range(50))
+    frame = encode(Walk(8, b"", names, ()))
+    assert frame.startswith(b"\x28\xb5\x2f\xfd")
+    assert len(frame) < len(msgpack.packb([1, 8, b"", names, []])) / 4
+    assert decode(frame) == Walk(8, b"", names, ())
 
 
 def test_literal_reused_by_hash_within_one_apply(target):
@@ -217,7 +229,6 @@ def test_literal_reused_by_hash_within_one_apply(target):
         (Write("a", 1, 3, node.hash[:8], (1,)), Write("b", 1, 3, node.hash[:8], (short,))),
         (3,),
         b"abc",
-        False,
     )
     t.handle_request(req)
     assert fs.readfile("/t/a") == fs.readfile("/t/b") == b"abc"
