@@ -170,6 +170,7 @@ class Apply(Message):
     """Everything the target must change, applied only after all of it checks out."""
 
     hash_len: int
+    base: bytes  # the target applies only if its full root hash is this (b"": always)
     removes: tuple[str, ...]
     mkdirs: tuple[str, ...]
     writes: tuple[Write, ...]
@@ -178,6 +179,7 @@ class Apply(Message):
 
     def __post_init__(self) -> None:
         check_hash_len(self.hash_len)
+        _require(self.base == b"" or check_hash(self.base, FULL_HASH) is not None, "bad base")
         for p in check_items(self.removes, "removes"):
             check_path(p)
         for p in check_items(self.mkdirs, "mkdirs"):

@@ -1,15 +1,24 @@
 """One sync as a conversation of messages, with no I/O: replies in, next request out (h11-style).
 
-The walk goes top-down one tree level per round trip: directories whose hashes differ are
-listed, and the content trees of files that must be written are probed against the target's
-content index, so everything at one depth shares a round trip. Then one ``Apply`` carries
-what the target must change: removals, new directories, and each written file as a recipe of
-reused target pieces and literal chunks.
+Two ways to find what differs:
+
+* **Walk** (target state unknown: the first sync, or after anything went wrong). Top-down, one
+  tree level per round trip: directories whose hashes differ are listed, and the content trees
+  of files that must be written are probed against the target's content index, so everything
+  at one depth shares a round trip.
+* **Change** (after a sync succeeded, the source knows the target equals its previous tree).
+  The old and new subtree at the event's path are compared locally, and content the target
+  already holds is known locally, so the ``Apply`` goes out at once, guarded by the target's
+  expected root hash. Only when many literal bytes would go does the session first probe the
+  target's index, which also holds content removed recently (a rename).
+
+Either way, one ``Apply`` carries removals, new directories and each written file as a recipe
+of reused target pieces and literal chunks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 from merkle_sync.chunking import ContentTree
 from merkle_sync.merkle import KIND_DIR, DirNode, FileNode, Node, iter_tree, join, lookup
@@ -25,6 +34,10 @@ from merkle_sync.protocol import (
 
 _NodeRef = tuple[ContentTree, int, int]  # (tree, level, index)
 
+#: In change mode, probe the target's index first when more literal bytes than this would
+#: travel: one extra round trip is cheaper than resending content the target kept.
+PROBE_MIN = 64 << 10
+
 
 class SyncSession:
     """Plans one sync of ``root`` onto the target; ``read(rel)`` returns a source file's bytes."""
@@ -37,12 +50,14 @@ class SyncSession:
         self.mkdirs: list[str] = []
         self.writes: dict[str, FileNode] = {}
         self.target_root: bytes | None = None
+        self._base = b""
+        self._known: Container[bytes] = frozenset()
+        self._have: set[bytes] = set()
         self._dirs: list[str] = []
         self._probes: list[_NodeRef] = []
         self._asked_dirs: list[str] = []
         self._asked: list[_NodeRef] = []
         self._queued: set[bytes] = set()
-        self._have: set[bytes] = set()
         self._probing = False
 
     @property
@@ -51,9 +66,35 @@ class SyncSession:
         return self.target_root == self.root.hash
 
     def start(self) -> Walk:
-        """The first round compares full root hashes, so a no-op sync is one round trip."""
+        """Walk mode: the first round compares full root hashes, so a no-op is one round trip."""
         self._asked_dirs = [""]
         return Walk(self.hash_len, self.root.hash, ("",), ())
+
+    def start_change(
+        self, rel: str, old: Node | None, known: Container[bytes], base: bytes
+    ) -> Walk | Apply:
+        """Change mode: ``old`` was at ``rel`` when the target's root was ``base``.
+
+        ``known`` holds the short hashes of all content the target had then.
+        """
+        self._known, self._base = known, base
+        new = lookup(self.root, rel)
+        if new is None:
+            if old is not None:
+                self.removes.append(rel)
+        elif old is None:
+            self._add(rel, new)
+        else:
+            self._compare(rel, old.kind, old.hash[: self.hash_len], new)
+        while self._dirs:
+            path = self._dirs.pop()
+            sub = old if path == rel else lookup(old, path[len(rel) + 1 :] if rel else path)
+            self._diff(path, _listing(sub, self.hash_len))
+        if self._literal_bytes() > PROBE_MIN:
+            self._probing = True
+            for node in self.writes.values():
+                self._probe((node.tree, node.tree.height - 1, 0))
+        return self._next()
 
     def receive(self, reply: object) -> Walk | Apply | None:
         """Take the target's reply; return the next request, or ``None`` when finished."""
@@ -70,6 +111,8 @@ class SyncSession:
         if self._asked_dirs == [""]:
             self._probing = reply.indexed > 0
         for rel, listing in zip(self._asked_dirs, reply.listings, strict=True):
+            if listing is None:
+                raise ProtocolError(f"target reply does not match the walk at {rel!r}")
             self._diff(rel, listing)
         for i, ref in enumerate(self._asked):
             if reply.has(i):
@@ -80,14 +123,17 @@ class SyncSession:
                     self._probe((tree, level - 1, child))
         return self._next()
 
-    # -- walking ---------------------------------------------------------------------------
+    # -- finding differences ---------------------------------------------------------------
     def _short(self, ref: _NodeRef) -> bytes:
         tree, level, index = ref
         return tree.levels[level][index][: self.hash_len]
 
+    def _held(self, key: bytes) -> bool:
+        return key in self._have or key in self._known
+
     def _probe(self, ref: _NodeRef) -> None:
         key = self._short(ref)
-        if self._probing and key not in self._queued:
+        if self._probing and key not in self._queued and not self._held(key):
             self._queued.add(key)
             self._probes.append(ref)
 
@@ -102,26 +148,30 @@ class SyncSession:
             else:
                 self._write(path, sub)
 
-    def _diff(self, rel: str, listing: tuple[Entry, ...] | None) -> None:
+    def _compare(self, path: str, kind: int, short: bytes, child: Node) -> None:
+        """What to do about ``child`` given what the target has at ``path``."""
+        if (kind == KIND_DIR) != isinstance(child, DirNode):
+            self.removes.append(path)
+            self._add(path, child)
+        elif short != child.hash[: self.hash_len]:
+            if isinstance(child, DirNode):
+                self._dirs.append(path)
+            else:
+                self._write(path, child)
+
+    def _diff(self, rel: str, listing: tuple[Entry, ...]) -> None:
         source = lookup(self.root, rel)
-        if listing is None or not isinstance(source, DirNode):
+        if not isinstance(source, DirNode):
             raise ProtocolError(f"target reply does not match the walk at {rel!r}")
         target = {e.name: e for e in listing}
         for name in target.keys() - source.children.keys():
             self.removes.append(join(rel, name))
         for name, child in source.children.items():
-            path = join(rel, name)
             entry = target.get(name)
             if entry is None:
-                self._add(path, child)
-            elif (entry.kind == KIND_DIR) != isinstance(child, DirNode):
-                self.removes.append(path)
-                self._add(path, child)
-            elif entry.hash != child.hash[: self.hash_len]:
-                if isinstance(child, DirNode):
-                    self._dirs.append(path)
-                else:
-                    self._write(path, child)
+                self._add(join(rel, name), child)
+            else:
+                self._compare(join(rel, name), entry.kind, entry.hash, child)
 
     def _next(self) -> Walk | Apply:
         if self._dirs or self._probes:
@@ -133,6 +183,33 @@ class SyncSession:
         return self._apply()
 
     # -- the final request -----------------------------------------------------------------
+    def _cover(self, node: FileNode, sent: set[bytes]) -> list[tuple[bytes, int]]:
+        """The file as top-down pieces: ``(short hash, leaf index or -1 if held/sent)``."""
+        tree = node.tree
+        out: list[tuple[bytes, int]] = []
+        stack = [(tree.height - 1, 0)]
+        while stack:
+            level, index = stack.pop()
+            key = tree.levels[level][index][: self.hash_len]
+            if self._held(key) or key in sent:
+                out.append((key, -1))
+            elif level:
+                stack.extend((level - 1, c) for c in reversed(tree.children(level, index)))
+            else:
+                out.append((key, index))
+                sent.add(key)
+        return out
+
+    def _literal_bytes(self) -> int:
+        sent: set[bytes] = set()
+        total = 0
+        for node in self.writes.values():
+            for _, leaf in self._cover(node, sent):
+                if leaf >= 0:
+                    start, end = node.tree.span(0, leaf)
+                    total += end - start
+        return total
+
     def _apply(self) -> Apply:
         literals: list[bytes] = []
         sent: set[bytes] = set()
@@ -140,30 +217,32 @@ class SyncSession:
         for rel, node in self.writes.items():
             pieces: list[bytes | int] = []
             data = None
-            stack = [(node.tree.height - 1, 0)]
-            while stack:
-                level, index = stack.pop()
-                key = node.tree.levels[level][index][: self.hash_len]
-                if key in self._have or key in sent:
+            for key, leaf in self._cover(node, sent):
+                if leaf < 0:
                     pieces.append(key)
-                elif level:
-                    stack.extend((level - 1, c) for c in reversed(node.tree.children(level, index)))
+                    continue
+                data = self.read(rel) if data is None else data
+                start, end = node.tree.span(0, leaf)
+                literals.append(data[start:end])
+                if pieces and isinstance(pieces[-1], int):
+                    pieces[-1] += 1
                 else:
-                    data = self.read(rel) if data is None else data
-                    start, end = node.tree.span(0, index)
-                    literals.append(data[start:end])
-                    sent.add(key)
-                    if pieces and isinstance(pieces[-1], int):
-                        pieces[-1] += 1
-                    else:
-                        pieces.append(1)
+                    pieces.append(1)
             size = node.tree.size
             writes.append(Write(rel, node.kind, size, node.hash[: self.hash_len], tuple(pieces)))
         return Apply(
             self.hash_len,
+            self._base,
             tuple(self.removes),
             tuple(self.mkdirs),
             tuple(writes),
             tuple(len(x) for x in literals),
             b"".join(literals),
         )
+
+
+def _listing(node: Node | None, hash_len: int) -> tuple[Entry, ...]:
+    """What the target listed for a directory when it still equalled ``node``."""
+    if not isinstance(node, DirNode):
+        raise ValueError("change mode lost track of a directory")
+    return tuple(Entry(k, c.kind, c.hash[:hash_len]) for k, c in node.children.items())

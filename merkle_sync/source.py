@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import posixpath
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from merkle_sync.merkle import DirNode, encode_content, iter_tree, lookup, put
+from merkle_sync.merkle import DirNode, FileNode, Node, encode_content, iter_tree, lookup, put
 from merkle_sync.protocol import FULL_HASH, MIN_HASH, ProtocolError
 from merkle_sync.scan import scan
 from merkle_sync.session import SyncSession
@@ -27,6 +28,10 @@ class ReplicatorSource:
         self.rpc_handle = rpc_handle
         self.hash_len = hash_len
         self._fresh: dict[str, bytes] = {}
+        #: Short hashes of every content node the target holds, valid while the target's root
+        #: is ``_target_root``; lets an event's sync skip the walk (``None``: state unknown).
+        self._known: Counter[bytes] | None = None
+        self._target_root = b""
         root = scan(fs, self.dir, "", self._fresh)
         if not isinstance(root, DirNode):
             raise NotADirectoryError(f"source is not a directory: {self.dir!r}")
@@ -44,6 +49,7 @@ class ReplicatorSource:
         # Rescan from the deepest place our tree still knows as a directory's child.
         while rel and not isinstance(lookup(self.tree, posixpath.dirname(rel)), DirNode):
             rel = posixpath.dirname(rel)
+        old = lookup(self.tree, rel)
         node = scan(self.fs, self._abs(rel), rel, self._fresh)
         if not rel:
             if not isinstance(node, DirNode):
@@ -52,7 +58,7 @@ class ReplicatorSource:
         else:
             put(self.tree, rel, node)
         self._rewatch(rel, node)
-        self.sync()
+        self._sync_change(rel, old, node)
 
     def _relative(self, path: str) -> str | None:
         if path == self.dir:
@@ -63,7 +69,7 @@ class ReplicatorSource:
     def _abs(self, rel: str) -> str:
         return posixpath.join(self.dir, rel) if rel else self.dir
 
-    def _rewatch(self, rel: str, node: Any) -> None:
+    def _rewatch(self, rel: str, node: Node | None) -> None:
         """Watch exactly the directories now at or below ``rel``; release the rest."""
         inside = rel + "/" if rel else ""
         old = {d for d in self._watched if d == rel or d.startswith(inside)}
@@ -83,20 +89,59 @@ class ReplicatorSource:
             data = encode_content(self.fs.readfile(self._abs(rel)))[1]
         return data
 
+    def _content(self, node: Node | None) -> Counter[bytes]:
+        """Short hashes of all content nodes below ``node``, with multiplicity."""
+        found: Counter[bytes] = Counter()
+        if node is not None:
+            for _, sub in iter_tree(node):
+                if isinstance(sub, FileNode):
+                    found.update(h[: self.hash_len] for h, _, _ in sub.tree.nodes())
+        return found
+
+    def _run(self, session: SyncSession, request: Any) -> None:
+        while request is not None:
+            request = session.receive(self.rpc_handle(request))
+
+    def _sync_change(self, rel: str, old: Node | None, new: Node | None) -> None:
+        """Send just this change when the target's state is known; otherwise walk."""
+        known, self._known = self._known, None  # unknown until this sync succeeds
+        try:
+            if known is None:
+                self.sync()
+                return
+            if self.tree.hash == self._target_root:
+                self._known = known
+                return  # the event changed nothing the target does not already have
+            session = SyncSession(self.tree, self._read, self.hash_len)
+            try:
+                self._run(session, session.start_change(rel, old, known, self._target_root))
+            except ProtocolError:
+                session.target_root = None  # e.g. a short-hash collision: walk with full hashes
+            if not session.equal:
+                self.sync()
+                return
+            known.subtract(self._content(old))
+            known.update(self._content(new))
+            self._known = +known
+            self._target_root = self.tree.hash
+        finally:
+            self._fresh.clear()
+
     def sync(self) -> None:
         """Walk and apply with short hashes; if the end-to-end root check fails, redo with full."""
+        self._known = None
         try:
             for hash_len in dict.fromkeys((self.hash_len, FULL_HASH)):
                 session = SyncSession(self.tree, self._read, hash_len)
-                request: Any = session.start()
                 try:
-                    while request is not None:
-                        request = session.receive(self.rpc_handle(request))
+                    self._run(session, session.start())
                 except ProtocolError:
                     if hash_len == FULL_HASH:
                         raise
                     continue
                 if session.equal:
+                    self._known = self._content(self.tree)
+                    self._target_root = self.tree.hash
                     return
             raise SyncError("target root differs from the source after a full-hash sync")
         finally:

@@ -128,6 +128,8 @@ class ReplicatorTarget:
     # -- applying --------------------------------------------------------------------------
     def _apply(self, req: Apply) -> ApplyReply:
         """Check and assemble everything first; only then touch the filesystem."""
+        if req.base and req.base != self.tree.hash:
+            return ApplyReply(self.tree.hash)  # stale plan: the source falls back to a walk
         self._check_layout(req)
         built = self._assemble(req)
         for rel in req.removes:

@@ -49,6 +49,7 @@ def encode(msg: object) -> bytes:
         body = [
             _APPLY,
             msg.hash_len,
+            msg.base,
             msg.removes,
             msg.mkdirs,
             writes,
@@ -101,10 +102,11 @@ def _build(body: tuple) -> object:
             raise ProtocolError("listings must be a list")
         return WalkReply(equal, tuple(_entries(x) for x in listings), have, indexed)
     if code == _APPLY:
-        hash_len, removes, mkdirs, writes, sizes, literals = fields
+        hash_len, base, removes, mkdirs, writes, sizes, literals = fields
         if not isinstance(writes, tuple) or not all(isinstance(w, tuple) for w in writes):
             raise ProtocolError("writes must be a list of lists")
-        return Apply(hash_len, removes, mkdirs, tuple(Write(*w) for w in writes), sizes, literals)
+        writes = tuple(Write(*w) for w in writes)
+        return Apply(hash_len, base, removes, mkdirs, writes, sizes, literals)
     if code == _APPLY_REPLY:
         return ApplyReply(*fields)
     raise ProtocolError(f"unknown message type {code!r}")

@@ -28,7 +28,7 @@ def valid_messages():
     return [
         Walk(8, H32, ("", "a/b"), (H8,)),
         WalkReply(False, ((Entry("x", 1, H8),), None), b"\x01", 3),
-        Apply(8, ("old",), ("d",), (write,), (5,), b"hello"),
+        Apply(8, b"", ("old",), ("d",), (write,), (5,), b"hello"),
         ApplyReply(H32),
     ]
 
@@ -133,6 +133,7 @@ def literal_write(path: str, data: bytes) -> Apply:
     node = FileNode.from_data(KIND_BYTES, data)
     return Apply(
         8,
+        b"",
         (),
         (),
         (Write(path, KIND_BYTES, len(data), node.hash[:8], (1,)),),
@@ -159,9 +160,9 @@ ESCAPES = [
 def test_paths_that_leave_the_target_are_rejected(target, path):
     fs, t = target
     frames = [
-        msgpack.packb([3, 8, [path], [], [], [], b""]),
-        msgpack.packb([3, 8, [], [path], [], [], b""]),
-        msgpack.packb([3, 8, [], [], [[path, 1, 1, H8, [1]]], [1], b"x"]),
+        msgpack.packb([3, 8, b"", [path], [], [], [], b""]),
+        msgpack.packb([3, 8, b"", [], [path], [], [], b""]),
+        msgpack.packb([3, 8, b"", [], [], [[path, 1, 1, H8, [1]]], [1], b"x"]),
         msgpack.packb([1, 8, b"", [path], []]),
     ]
     for frame in frames:
@@ -177,30 +178,30 @@ def test_inconsistent_applies_change_nothing(target):
     w = good.writes[0]
     bad = [
         # declared size does not match the pieces
-        Apply(8, (), (), (Write("d/new", 1, 99, w.hash, (1,)),), (7,), b"payload"),
+        Apply(8, b"", (), (), (Write("d/new", 1, 99, w.hash, (1,)),), (7,), b"payload"),
         # the file hash does not match the bytes
-        Apply(8, (), (), (Write("d/new", 1, 7, b"\x00" * 8, (1,)),), (7,), b"payload"),
+        Apply(8, b"", (), (), (Write("d/new", 1, 7, b"\x00" * 8, (1,)),), (7,), b"payload"),
         # a piece the target does not have
-        Apply(8, (), (), (Write("d/new", 1, 7, w.hash, (H8,)),), (), b""),
+        Apply(8, b"", (), (), (Write("d/new", 1, 7, w.hash, (H8,)),), (), b""),
         # parent directory missing, removal of something absent, directory over a file
         literal_write("nodir/new", b"payload"),
-        Apply(8, ("absent",), (), (), (), b""),
-        Apply(8, (), ("d/f",), (), (), b""),
+        Apply(8, b"", ("absent",), (), (), (), b""),
+        Apply(8, b"", (), ("d/f",), (), (), b""),
         # a good write followed by an impossible one: the good one must not land either
-        Apply(8, (), (), (w, Write("d", 1, 7, w.hash, (1,))), (7, 7), b"payloadpayload"),
+        Apply(8, b"", (), (), (w, Write("d", 1, 7, w.hash, (1,))), (7, 7), b"payloadpayload"),
     ]
     for request in bad:
         assert_rejected_without_change(fs, t, request)
         assert_rejected_without_change(fs, t, encode(request))
     with pytest.raises(ProtocolError):  # literal sizes that do not add up fail at construction
-        Apply(8, (), (), (w,), (8,), b"payload")
+        Apply(8, b"", (), (), (w,), (8,), b"payload")
     assert t.handle_request(good) == ApplyReply(t.tree.hash)
     assert fs.readfile("/t/d/new") == b"payload"
 
 
 def test_oversized_or_broken_compressed_frames_are_rejected_before_use(target):
     fs, t = target
-    body = msgpack.packb([3, 8, [], [], [["d/n", 1, 10**6, H8, [1]]], [10**6], b"\0" * 10**6])
+    body = msgpack.packb([3, 8, b"", [], [], [["d/n", 1, 10**6, H8, [1]]], [10**6], b"\0" * 10**6])
     packed = zstandard.ZstdCompressor().compress(body)
     assert_rejected_without_change(fs, t, packed)  # well-formed frame, inconsistent content
     huge = zstandard.ZstdCompressor().compress(b"\x90" + b"\0" * (MAX_FRAME + 1))
@@ -224,6 +225,7 @@ def test_literal_reused_by_hash_within_one_apply(target):
     short = leaf_hash(b"abc")[:8]
     req = Apply(
         8,
+        b"",
         (),
         (),
         (Write("a", 1, 3, node.hash[:8], (1,)), Write("b", 1, 3, node.hash[:8], (short,))),

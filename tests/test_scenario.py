@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.workloads import CLASSIC_STEPS, classic_setup
 from merkle_sync import (
     FileSystemEvent,
     FileSystemEventType,
@@ -20,34 +21,8 @@ MODIFIED = FileSystemEventType.FILE_MODIFIED
 
 def make_world() -> MemoryFileSystem:
     fs = MemoryFileSystem()
-    for d in ("/base/src/sub1/sub11", "/base/src/sub2", "/base/src/sub3", "/base/src/to_dir"):
-        fs.makedirs(d)
-    files = {
-        "a.txt": "A",
-        "b.txt": "B",
-        "same.txt": "same content",
-        "diff.txt": "new content",
-        "to_file": b"was a directory on the target",
-        "sub1/c.txt": "C",
-        "sub1/sub11/d.bin": b"\x00D",
-        "sub3/e.txt": "",
-        "to_dir/f.txt": "F",
-    }
-    for rel, content in files.items():
-        fs.writefile(f"/base/src/{rel}", content)
-    for d in ("/base/dst/to_file/inner", "/base/dst/extra_dir/nested/deeper"):
-        fs.makedirs(d)
-    target_files = {
-        "to_dir": "a file where the source has a directory",
-        "to_file/inner/x": "x",
-        "same.txt": "same content",
-        "diff.txt": "old content",
-        "extra.txt": "extra",
-        "extra_dir/nested/deeper/y": b"y",
-    }
-    for rel, content in target_files.items():
-        fs.writefile(f"/base/dst/{rel}", content)
-    # Unrelated trees beside both, including a sibling with a common prefix.
+    classic_setup(fs, "/base/src", fs, "/base/dst")
+    # Unrelated trees beside both, including siblings with a common prefix.
     for d in ("/base/unrelated/u", "/base/src2", "/base/dst2", "/other"):
         fs.makedirs(d)
         fs.writefile(f"{d}/keep.txt", "keep")
@@ -90,134 +65,73 @@ def test_no_op_resync_is_one_round_trip(world):
     assert fs.get_num_operations("writefile") == writes
 
 
-STEPS = [
-    # (description, mutate, event path, event type, writes, watched dirs, round trips)
-    (
-        "remove a file",
-        lambda fs: fs.removefile("/base/src/a.txt"),
-        "/base/src/a.txt",
-        REMOVED,
-        0,
-        6,
-        2,
-    ),
-    (
-        "modify a file",
-        lambda fs: fs.writefile("/base/src/b.txt", "B2"),
-        "/base/src/b.txt",
-        MODIFIED,
-        1,
-        6,
-        3,
-    ),
-    (
-        "remove a file in a subdir",
-        lambda fs: fs.removefile("/base/src/sub1/c.txt"),
-        "/base/src/sub1/c.txt",
-        REMOVED,
-        0,
-        6,
-        3,
-    ),
-    (
-        "remove an empty subdir",
-        lambda fs: fs.removedir("/base/src/sub2"),
-        "/base/src/sub2",
-        REMOVED,
-        0,
-        5,
-        2,
-    ),
-    (
-        "remove a non-empty subdir",
-        lambda fs: fs.removedir("/base/src/sub1"),
-        "/base/src/sub1",
-        REMOVED,
-        0,
-        3,
-        2,
-    ),
-    (
-        "add a file",
-        lambda fs: fs.writefile("/base/src/new.txt", "new"),
-        "/base/src/new.txt",
-        ADDED,
-        1,
-        3,
-        3,
-    ),
-    (
-        "add an empty subdir",
-        lambda fs: fs.makedir("/base/src/newdir"),
-        "/base/src/newdir",
-        ADDED,
-        0,
-        4,
-        2,
-    ),
-    (
-        "add a file inside it",
-        lambda fs: fs.writefile("/base/src/newdir/g.txt", b"g"),
-        "/base/src/newdir/g.txt",
-        ADDED,
-        1,
-        4,
-        4,
-    ),
-]
-
-
-def add_populated(fs):
-    fs.makedirs("/base/src/pop/p1/p11")
-    fs.makedirs("/base/src/pop/p2")
-    fs.writefile("/base/src/pop/top.txt", "top")
-    fs.writefile("/base/src/pop/p1/one.txt", "one")
-    fs.writefile("/base/src/pop/p1/p11/deep.bin", b"deep")
-
-
-STEPS += [
-    ("add a populated subtree", add_populated, "/base/src/pop", ADDED, 3, 8, 3),
-    (
-        "write deep in it, reported as ADDED on the existing subdir",
-        lambda fs: fs.writefile("/base/src/pop/p1/p11/later.txt", "later"),
-        "/base/src/pop/p1/p11",
-        ADDED,
-        1,
-        8,
-        6,  # four listings (root, pop, p1, p11), one content probe, apply
-    ),
-    (
-        "modify that file",
-        lambda fs: fs.writefile("/base/src/pop/p1/p11/later.txt", "later, changed"),
-        "/base/src/pop/p1/p11/later.txt",
-        MODIFIED,
-        1,
-        8,
-        6,
-    ),
-    (
-        "remove nested subdirs",
-        lambda fs: fs.removedir("/base/src/pop/p1"),
-        "/base/src/pop/p1",
-        REMOVED,
-        0,
-        6,
-        3,
-    ),
+#: Per step of CLASSIC_STEPS: (target writes, watched directories, round trips).
+EXPECTED = [
+    (0, 6, 1),  # remove a file
+    (1, 6, 1),  # modify a file
+    (0, 6, 1),  # remove a file in a subdir
+    (0, 5, 1),  # remove an empty subdir
+    (0, 3, 1),  # remove a non-empty subdir (sub1 and sub11 unwatched)
+    (1, 3, 1),  # add a file
+    (0, 4, 1),  # add an empty subdir
+    (1, 4, 1),  # add a file inside it
+    (3, 8, 1),  # add a populated subtree: pop, p1, p11, p2 watched at once
+    (1, 8, 1),  # write deep in it, reported as ADDED on the existing subdir
+    (1, 8, 1),  # modify that file
+    (0, 6, 1),  # remove nested subdirs
 ]
 
 
 def test_classic_event_sequence(world):
+    """Once synced, the source knows the target: each event is one Apply round trip."""
     fs, rpc, _, _ = world
-    for what, mutate, path, kind, writes, watched, trips in STEPS:
-        mutate(fs)
+    for (what, mutate, rel, kind), (writes, watched, trips) in zip(
+        CLASSIC_STEPS, EXPECTED, strict=True
+    ):
+        mutate(fs, "/base/src")
         rpc.reset()
         before = fs.get_num_operations("writefile")
-        fs.handle_event(FileSystemEvent(path, kind))
+        fs.handle_event(FileSystemEvent(f"/base/src/{rel}", kind))
         assert same_tree(fs, "/base/src", fs, "/base/dst"), what
         assert fs.get_num_operations("writefile") - before == writes, what
         assert fs.num_watched_dirs() == watched, what
         assert rpc.round_trips == trips, what
+
+
+def test_classic_event_sequence_when_the_target_state_is_unknown(world):
+    """Without the source's record of the target, every event walks from the root."""
+    fs, rpc, source, _ = world
+    walk_trips = [2, 3, 3, 2, 2, 3, 2, 4, 3, 6, 6, 3]
+    for (what, mutate, rel, kind), (writes, watched, _), trips in zip(
+        CLASSIC_STEPS, EXPECTED, walk_trips, strict=True
+    ):
+        source._known = None  # as after a failed sync
+        mutate(fs, "/base/src")
+        rpc.reset()
+        before = fs.get_num_operations("writefile")
+        fs.handle_event(FileSystemEvent(f"/base/src/{rel}", kind))
+        assert same_tree(fs, "/base/src", fs, "/base/dst"), what
+        assert fs.get_num_operations("writefile") - before == writes, what
+        assert fs.num_watched_dirs() == watched, what
+        assert rpc.round_trips == trips, what
+
+
+def test_a_full_disk_fails_loudly_writes_nothing_partial_and_recovers(world):
+    fs, _, _, _ = world
+
+    def disk_full(op, path):
+        if op == "writefile" and path.startswith("/base/dst/"):
+            raise OSError(28, "No space left on device", path)
+
+    fs.writefile("/base/src/b.txt", "B, edited")
+    fs.writefile("/base/src/new.txt", "new")
+    fs.fault = disk_full
+    with pytest.raises(OSError):
+        fs.handle_event(FileSystemEvent("/base/src/b.txt", MODIFIED))
+    assert fs.readfile("/base/dst/b.txt") == "B"  # the old content, never a partial one
+    fs.fault = None
+    fs.handle_event(FileSystemEvent("/base/src/new.txt", ADDED))
+    assert same_tree(fs, "/base/src", fs, "/base/dst")
 
 
 @pytest.mark.parametrize("keep_removed", [0, 1 << 20])
