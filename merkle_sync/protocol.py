@@ -17,6 +17,8 @@ MAX_PATH_BYTES = 4096
 MAX_ITEMS = 4_000_000
 MAX_FILE_SIZE = 1 << 32
 MAX_FRAME = 1 << 30
+#: Old leaves a target may be asked to cut into sub-chunks for one request.
+MAX_BASIS = 4096
 KINDS = (0, 1, 2)  # directory, bytes file, str file
 FILE_KINDS = (1, 2)
 
@@ -111,6 +113,8 @@ class Walk(Message):
     root: bytes  # full source root hash, or b"" when the roots are already known to differ
     dirs: tuple[str, ...]
     have: tuple[bytes, ...]
+    #: Target leaves to cut into sub-chunks, which then also count as held (refinement).
+    basis: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         check_hash_len(self.hash_len)
@@ -118,6 +122,8 @@ class Walk(Message):
         for d in check_items(self.dirs, "dirs"):
             check_path(d, root_ok=True)
         for h in check_items(self.have, "have hashes"):
+            check_hash(h, self.hash_len)
+        for h in check_items(self.basis, "basis hashes", MAX_BASIS):
             check_hash(h, self.hash_len)
 
 
@@ -176,9 +182,13 @@ class Apply(Message):
     writes: tuple[Write, ...]
     literal_sizes: tuple[int, ...]
     literals: bytes
+    #: As in ``Walk``: sub-chunks of these target leaves may be named as pieces.
+    basis: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         check_hash_len(self.hash_len)
+        for h in check_items(self.basis, "basis hashes", MAX_BASIS):
+            check_hash(h, self.hash_len)
         _require(self.base == b"" or check_hash(self.base, FULL_HASH) is not None, "bad base")
         for p in check_items(self.removes, "removes"):
             check_path(p)

@@ -18,9 +18,10 @@ of reused target pieces and literal chunks.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Container
 
-from merkle_sync.chunking import ContentTree
+from merkle_sync.chunking import ContentTree, sub_chunks
 from merkle_sync.merkle import KIND_DIR, DirNode, FileNode, Node, iter_tree, join, lookup
 from merkle_sync.protocol import (
     Apply,
@@ -37,6 +38,12 @@ _NodeRef = tuple[ContentTree, int, int]  # (tree, level, index)
 #: In change mode, probe the target's index first when more literal bytes than this would
 #: travel: one extra round trip is cheaper than resending content the target kept.
 PROBE_MIN = 64 << 10
+#: Missing leaves at least this large are refined into sub-chunks against the old leaves
+#: around the same place, when the file changed in at most REFINE_MAX_LEAVES leaves.
+REFINE_MIN = 2048
+REFINE_MAX_LEAVES = 64
+
+_Piece = tuple[bytes, int, int]  # (short hash, start, end); start < 0: the target has it
 
 
 class SyncSession:
@@ -59,6 +66,12 @@ class SyncSession:
         self._asked: list[_NodeRef] = []
         self._queued: set[bytes] = set()
         self._probing = False
+        self._old_files: dict[str, FileNode] = {}
+        self._refining = False
+        self._refined: dict[bytes, list[_Piece]] = {}
+        self._asked_subs: list[bytes] = []
+        self._subs_held: set[bytes] = set()
+        self._basis: tuple[bytes, ...] = ()
 
     @property
     def equal(self) -> bool:
@@ -86,10 +99,17 @@ class SyncSession:
             self._add(rel, new)
         else:
             self._compare(rel, old.kind, old.hash[: self.hash_len], new)
+
+        def old_at(path: str) -> Node | None:
+            return old if path == rel else lookup(old, path[len(rel) + 1 :] if rel else path)  # type: ignore[arg-type]
+
         while self._dirs:
             path = self._dirs.pop()
-            sub = old if path == rel else lookup(old, path[len(rel) + 1 :] if rel else path)
-            self._diff(path, _listing(sub, self.hash_len))
+            self._diff(path, _listing(old_at(path), self.hash_len))
+        for path in self.writes:
+            was = old_at(path) if old is not None else None
+            if isinstance(was, FileNode):
+                self._old_files[path] = was
         if self._literal_bytes() > PROBE_MIN:
             self._probing = True
             for node in self.writes.values():
@@ -114,6 +134,9 @@ class SyncSession:
             if listing is None:
                 raise ProtocolError(f"target reply does not match the walk at {rel!r}")
             self._diff(rel, listing)
+        for i, key in enumerate(self._asked_subs):
+            if reply.has(i):
+                self._subs_held.add(key)
         for i, ref in enumerate(self._asked):
             if reply.has(i):
                 self._have.add(self._short(ref))
@@ -174,41 +197,82 @@ class SyncSession:
                 self._compare(join(rel, name), entry.kind, entry.hash, child)
 
     def _next(self) -> Walk | Apply:
+        self._asked_subs = []
         if self._dirs or self._probes:
             self._asked_dirs, self._dirs = self._dirs, []
             self._asked, self._probes = self._probes, []
             have = tuple(self._short(r) for r in self._asked)
             return Walk(self.hash_len, b"", tuple(self._asked_dirs), have)
         self._asked_dirs, self._asked = [], []
+        if self._old_files and not self._refining:
+            self._refining = True
+            refine = self._refine()
+            if refine is not None:
+                return refine
         return self._apply()
 
+    def _refine(self) -> Walk | None:
+        """Ask which sub-chunks of the missing leaves the target has in the old leaves nearby."""
+        n = self.hash_len
+        wants: dict[bytes, None] = {}
+        basis: dict[bytes, None] = {}
+        sent: set[bytes] = set()
+        for rel, node in self.writes.items():
+            was = self._old_files.get(rel)
+            missing = [(a, b) for _, a, b in self._cover(node, sent) if a >= 0]
+            if was is None or not missing or len(missing) > REFINE_MAX_LEAVES:
+                continue
+            data = self.read(rel)
+            old_ends = was.tree.ends[0]
+            for a, b in missing:
+                if b - a < REFINE_MIN:
+                    continue
+                parts = [(h[:n], a + s, a + e) for h, s, e in sub_chunks(data[a:b])]
+                self._refined[node.tree.levels[0][bisect_right(node.tree.ends[0], a)][:n]] = parts
+                wants.update((p[0], None) for p in parts)
+                first = max(bisect_right(old_ends, a) - 1, 0)
+                last = min(bisect_left(old_ends, b) + 1, len(old_ends) - 1)
+                for h in was.tree.levels[0][first : last + 1]:
+                    if self._held(h[:n]):
+                        basis[h[:n]] = None
+        if not wants or not basis:
+            self._refined.clear()
+            return None
+        self._asked_subs = list(wants)
+        self._basis = tuple(basis)
+        return Walk(self.hash_len, b"", (), tuple(wants), self._basis)
+
     # -- the final request -----------------------------------------------------------------
-    def _cover(self, node: FileNode, sent: set[bytes]) -> list[tuple[bytes, int]]:
-        """The file as top-down pieces: ``(short hash, leaf index or -1 if held/sent)``."""
+    def _cover(self, node: FileNode, sent: set[bytes]) -> list[_Piece]:
+        """The file as top-down pieces; a missing leaf that was refined becomes sub-chunks."""
         tree = node.tree
-        out: list[tuple[bytes, int]] = []
+        out: list[_Piece] = []
         stack = [(tree.height - 1, 0)]
         while stack:
             level, index = stack.pop()
             key = tree.levels[level][index][: self.hash_len]
             if self._held(key) or key in sent:
-                out.append((key, -1))
+                out.append((key, -1, -1))
             elif level:
                 stack.extend((level - 1, c) for c in reversed(tree.children(level, index)))
+            elif key in self._refined:
+                for sub, start, end in self._refined[key]:
+                    held = sub in self._subs_held or sub in sent
+                    out.append((sub, -1, -1) if held else (sub, start, end))
+                    sent.add(sub)
             else:
-                out.append((key, index))
+                out.append((key, *tree.span(0, index)))
                 sent.add(key)
         return out
 
     def _literal_bytes(self) -> int:
         sent: set[bytes] = set()
-        total = 0
-        for node in self.writes.values():
-            for _, leaf in self._cover(node, sent):
-                if leaf >= 0:
-                    start, end = node.tree.span(0, leaf)
-                    total += end - start
-        return total
+        return sum(
+            end - start
+            for node in self.writes.values()
+            for _, start, end in self._cover(node, sent)
+            if start >= 0
+        )
 
     def _apply(self) -> Apply:
         literals: list[bytes] = []
@@ -217,12 +281,11 @@ class SyncSession:
         for rel, node in self.writes.items():
             pieces: list[bytes | int] = []
             data = None
-            for key, leaf in self._cover(node, sent):
-                if leaf < 0:
+            for key, start, end in self._cover(node, sent):
+                if start < 0:
                     pieces.append(key)
                     continue
                 data = self.read(rel) if data is None else data
-                start, end = node.tree.span(0, leaf)
                 literals.append(data[start:end])
                 if pieces and isinstance(pieces[-1], int):
                     pieces[-1] += 1
@@ -238,6 +301,7 @@ class SyncSession:
             tuple(writes),
             tuple(len(x) for x in literals),
             b"".join(literals),
+            self._basis,
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from merkle_sync.chunking import leaf_hash
+from merkle_sync.chunking import CHUNK_MAX, leaf_hash, sub_chunks
 from merkle_sync.merkle import (
     DirNode,
     FileNode,
@@ -111,6 +111,7 @@ class ReplicatorTarget:
         if req.root and req.root == self.tree.hash:
             return WalkReply(True, (), b"", 0)
         n = req.hash_len
+        subs = self._basis(req.basis, n, {})
         listings = []
         for rel in req.dirs:
             node = lookup(self.tree, rel)
@@ -121,7 +122,7 @@ class ReplicatorTarget:
                 listings.append(None)
         bits = bytearray((len(req.have) + 7) // 8)
         for i, h in enumerate(req.have):
-            if self.index.find(h) is not None:
+            if h in subs or self.index.find(h) is not None:
                 bits[i // 8] |= 1 << (i % 8)
         return WalkReply(False, tuple(listings), bytes(bits), len(self.index))
 
@@ -210,11 +211,24 @@ class ReplicatorTarget:
             pos += size
         return out
 
+    def _basis(
+        self, basis: tuple[bytes, ...], n: int, files: dict[str, bytes]
+    ) -> dict[bytes, bytes]:
+        """Sub-chunks of the named target leaves, by short hash: the old side of a refinement."""
+        subs: dict[bytes, bytes] = {}
+        for h in basis:
+            data = self._local(h, files)
+            if len(data) > CHUNK_MAX:
+                raise ProtocolError(f"basis {h.hex()} is not a leaf")
+            for sub, start, end in sub_chunks(data):
+                subs.setdefault(sub[:n], data[start:end])
+        return subs
+
     def _assemble(self, req: Apply) -> list[tuple[Write, bytes, FileNode]]:
         literals = iter(self._literals(req))
-        sent: dict[bytes, bytes] = {}
         files: dict[str, bytes] = {}
         n = req.hash_len
+        sent = self._basis(req.basis, n, files)
         built = []
         for w in req.writes:
             parts: list[bytes] = []

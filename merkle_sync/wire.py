@@ -40,7 +40,7 @@ def _flat_entries(listing: tuple[Entry, ...] | None) -> list | None:
 def encode(msg: object) -> bytes:
     """A msgpack frame whose first element names the message type."""
     if isinstance(msg, Walk):
-        body = [_WALK, msg.hash_len, msg.root, msg.dirs, msg.have]
+        body = [_WALK, msg.hash_len, msg.root, msg.dirs, msg.have, msg.basis]
     elif isinstance(msg, WalkReply):
         listings = [_flat_entries(x) for x in msg.listings]
         body = [_WALK_REPLY, msg.equal, listings, msg.have, msg.indexed]
@@ -55,6 +55,7 @@ def encode(msg: object) -> bytes:
             writes,
             msg.literal_sizes,
             msg.literals,
+            msg.basis,
         ]
     elif isinstance(msg, ApplyReply):
         body = [_APPLY_REPLY, msg.root]
@@ -95,18 +96,19 @@ def _entries(flat: object) -> tuple[Entry, ...] | None:
 def _build(body: tuple) -> object:
     code, *fields = body
     if code == _WALK:
-        return Walk(*fields)
+        hash_len, root, dirs, have, basis = fields
+        return Walk(hash_len, root, dirs, have, basis)
     if code == _WALK_REPLY:
         equal, listings, have, indexed = fields
         if not isinstance(listings, tuple):
             raise ProtocolError("listings must be a list")
         return WalkReply(equal, tuple(_entries(x) for x in listings), have, indexed)
     if code == _APPLY:
-        hash_len, base, removes, mkdirs, writes, sizes, literals = fields
+        hash_len, base, removes, mkdirs, writes, sizes, literals, basis = fields
         if not isinstance(writes, tuple) or not all(isinstance(w, tuple) for w in writes):
             raise ProtocolError("writes must be a list of lists")
         writes = tuple(Write(*w) for w in writes)
-        return Apply(hash_len, base, removes, mkdirs, writes, sizes, literals)
+        return Apply(hash_len, base, removes, mkdirs, writes, sizes, literals, basis)
     if code == _APPLY_REPLY:
         return ApplyReply(*fields)
     raise ProtocolError(f"unknown message type {code!r}")

@@ -6,26 +6,36 @@ from blake3 import blake3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from merkle_sync.chunking import CHUNK_MAX, build_tree, chunk_ends, leaf_hash, node_hash
+from merkle_sync.chunking import (
+    CHUNK_MAX,
+    build_tree,
+    chunk_ends,
+    leaf_hash,
+    node_hash,
+    sub_chunks,
+)
 
-VECTOR = blake3(b"merkle_sync vector").digest(length=1 << 17)
+VECTOR = blake3(b"merkle_sync vector").digest(length=1 << 20)
 VECTOR_ENDS = [
-    2306, 4999, 7185, 10687, 12670, 14874, 16977, 19386, 22542, 24612, 27787, 29709, 32069,
-    34750, 37716, 39927, 41978, 42964, 45278, 47914, 50264, 52718, 54871, 59149, 61560, 63963,
-    64975, 67052, 69424, 71518, 76025, 78163, 79763, 82153, 84507, 86864, 89325, 92951, 95476,
-    98205, 100349, 102254, 104334, 105191, 108089, 109511, 111248, 111636, 116261, 118490,
-    120588, 123552, 125606, 127835, 130428, 131072,
+    10231, 22793, 29709, 40875, 42964, 52508, 64975, 73460, 74685, 79763, 88593, 100451,
+    109511, 111248, 124368, 137035, 145355, 153752, 161708, 169914, 178230, 187179, 202334,
+    213575, 222838, 225478, 234166, 243926, 253665, 262144,
+]  # fmt: skip
+SUB_ENDS = [
+    201, 269, 1107, 1245, 1664, 2232, 3256, 3413, 4437, 4618, 4778, 4924, 5476, 5623, 5861,
+    6722, 6987, 7176, 7844, 8169, 8192,
 ]  # fmt: skip
 
 
 def test_chunk_boundaries_are_pinned():
-    assert chunk_ends(VECTOR) == VECTOR_ENDS
+    assert chunk_ends(VECTOR[: 1 << 18]) == VECTOR_ENDS
+    assert [end for _, _, end in sub_chunks(VECTOR[:8192])] == SUB_ENDS
 
 
 def test_tree_hashes_are_pinned():
     tree = build_tree(VECTOR)
-    assert [len(level) for level in tree.levels] == [56, 2, 1]
-    assert tree.root.hex() == "f4b4cbcdb1778ac1f8229a970dd42cb02220749b65b0c41ea8c2cf7f333a63c2"
+    assert [len(level) for level in tree.levels] == [121, 7, 1]
+    assert tree.root.hex() == "fc2bce9c41e466921040b6421764776071007a3c858047e39b7c12099965eff3"
     assert build_tree(b"").root.hex() == (
         "280e9b8db25be7a48a9a338e0bc1015bdd25cfc29672a069dc1cf31a5ef9ca83"
     )

@@ -184,5 +184,5 @@ def test_ten_thousand_file_noop_resync():
     rpc.reset()
     ReplicatorSource(fs, "/src", rpc)
     assert rpc.round_trips == 1
-    assert rpc.total == 145
+    assert rpc.total == 146
     assert fs.get_num_operations("writefile") == writes
