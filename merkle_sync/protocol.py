@@ -176,7 +176,9 @@ class Apply(Message):
     """Everything the target must change, applied only after all of it checks out."""
 
     hash_len: int
-    base: bytes  # the target applies only if its full root hash is this (b"": always)
+    #: The target applies only if its root hash starts with this (b"": always). Short is
+    #: enough: the full root in the reply is what guards correctness.
+    base: bytes
     removes: tuple[str, ...]
     mkdirs: tuple[str, ...]
     writes: tuple[Write, ...]
@@ -189,7 +191,7 @@ class Apply(Message):
         check_hash_len(self.hash_len)
         for h in check_items(self.basis, "basis hashes", MAX_BASIS):
             check_hash(h, self.hash_len)
-        _require(self.base == b"" or check_hash(self.base, FULL_HASH) is not None, "bad base")
+        _require(self.base == b"" or check_hash(self.base, self.hash_len) is not None, "bad base")
         for p in check_items(self.removes, "removes"):
             check_path(p)
         for p in check_items(self.mkdirs, "mkdirs"):

@@ -86,7 +86,7 @@ class SyncSession:
     def start_change(
         self, rel: str, old: Node | None, known: Container[bytes], base: bytes
     ) -> Walk | Apply:
-        """Change mode: ``old`` was at ``rel`` when the target's root was ``base``.
+        """Change mode: ``old`` was at ``rel`` when the target's root began with ``base``.
 
         ``known`` holds the short hashes of all content the target had then.
         """

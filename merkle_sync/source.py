@@ -114,7 +114,8 @@ class ReplicatorSource:
                 return  # the event changed nothing the target does not already have
             session = SyncSession(self.tree, self._read, self.hash_len)
             try:
-                self._run(session, session.start_change(rel, old, known, self._target_root))
+                base = self._target_root[: self.hash_len]
+                self._run(session, session.start_change(rel, old, known, base))
             except ProtocolError:
                 session.target_root = None  # e.g. a short-hash collision: walk with full hashes
             if not session.equal:

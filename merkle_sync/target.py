@@ -129,7 +129,7 @@ class ReplicatorTarget:
     # -- applying --------------------------------------------------------------------------
     def _apply(self, req: Apply) -> ApplyReply:
         """Check and assemble everything first; only then touch the filesystem."""
-        if req.base and req.base != self.tree.hash:
+        if req.base and req.base != self.tree.hash[: req.hash_len]:
             return ApplyReply(self.tree.hash)  # stale plan: the source falls back to a walk
         self._check_layout(req)
         built = self._assemble(req)
