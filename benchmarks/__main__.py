@@ -23,6 +23,8 @@ from benchmarks.workloads import CATALOGUE
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
+README = HERE.parent / "README.md"
+MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 GATED = ("bytes_up", "bytes_down", "round_trips", "writes")
 
 
@@ -55,7 +57,20 @@ def report(names: list[str]) -> None:
     )
     (RESULTS / "latest.md").write_text(md)
     plot(results, RESULTS / "bytes.png")
+    if len(names) == len(CATALOGUE):  # a partial run never replaces the README's table
+        _embed(md)
     print(md)
+
+
+def _embed(md: str) -> None:
+    """Put the new table between the README's result markers, so one command refreshes both."""
+    if not README.exists():
+        return
+    text = README.read_text()
+    start, end = MARKERS
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        README.write_text(head + start + "\n" + md + rest[rest.index(end) :])
 
 
 def check(names: list[str], baseline_path: Path) -> int:
