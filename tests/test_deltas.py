@@ -24,6 +24,7 @@ from merkle_sync.testing import MeteredRpc, same_tree
     ("name", "max_bytes", "writes", "round_trips"),
     [
         ("overwrite_8mib", 8 << 10, 1, 2),  # refine the changed leaf, then apply
+        ("overwrite_64mib", 8 << 10, 1, 2),
         ("insert_8mib", 4 << 10, 1, 2),
         ("rename_dir", 16 << 10, 50, 3),  # remove; probe (the target kept the bytes); apply
         ("copy_file", 512, 1, 1),

@@ -7,19 +7,10 @@ import posixpath
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from merkle_sync import (
-    FileSystemEvent,
-    FileSystemEventType,
-    MemoryFileSystem,
-    ReplicatorSource,
-    ReplicatorTarget,
-)
+from benchmarks.workloads import ADDED, MODIFIED, REMOVED
+from merkle_sync import FileSystemEvent, MemoryFileSystem, ReplicatorSource, ReplicatorTarget
 from merkle_sync.testing import MeteredRpc, same_tree, snapshot
 from tests.strategies import contents, names, trees, write_tree
-
-ADDED = FileSystemEventType.FILE_OR_SUBDIR_ADDED
-REMOVED = FileSystemEventType.FILE_OR_SUBDIR_REMOVED
-MODIFIED = FileSystemEventType.FILE_MODIFIED
 
 SRC, DST = "/w/src", "/w/dst"
 

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.workloads import CLASSIC_STEPS, classic_setup
-from merkle_sync import (
-    FileSystemEvent,
-    FileSystemEventType,
-    MemoryFileSystem,
-    ReplicatorSource,
-    ReplicatorTarget,
-)
+from benchmarks.workloads import ADDED, CLASSIC_STEPS, MODIFIED, classic_setup
+from merkle_sync import FileSystemEvent, MemoryFileSystem, ReplicatorSource, ReplicatorTarget
 from merkle_sync.testing import MeteredRpc, same_tree, snapshot
-
-ADDED = FileSystemEventType.FILE_OR_SUBDIR_ADDED
-REMOVED = FileSystemEventType.FILE_OR_SUBDIR_REMOVED
-MODIFIED = FileSystemEventType.FILE_MODIFIED
 
 
 def make_world() -> MemoryFileSystem:
@@ -65,55 +55,48 @@ def test_no_op_resync_is_one_round_trip(world):
     assert fs.get_num_operations("writefile") == writes
 
 
-#: Per step of CLASSIC_STEPS: (target writes, watched directories, round trips).
+#: Per step of CLASSIC_STEPS: (target writes, watched directories).
 EXPECTED = [
-    (0, 6, 1),  # remove a file
-    (1, 6, 1),  # modify a file
-    (0, 6, 1),  # remove a file in a subdir
-    (0, 5, 1),  # remove an empty subdir
-    (0, 3, 1),  # remove a non-empty subdir (sub1 and sub11 unwatched)
-    (1, 3, 1),  # add a file
-    (0, 4, 1),  # add an empty subdir
-    (1, 4, 1),  # add a file inside it
-    (3, 8, 1),  # add a populated subtree: pop, p1, p11, p2 watched at once
-    (1, 8, 1),  # write deep in it, reported as ADDED on the existing subdir
-    (1, 8, 1),  # modify that file
-    (0, 6, 1),  # remove nested subdirs
+    (0, 6),  # remove a file
+    (1, 6),  # modify a file
+    (0, 6),  # remove a file in a subdir
+    (0, 5),  # remove an empty subdir
+    (0, 3),  # remove a non-empty subdir (sub1 and sub11 unwatched)
+    (1, 3),  # add a file
+    (0, 4),  # add an empty subdir
+    (1, 4),  # add a file inside it
+    (3, 8),  # add a populated subtree: pop, p1, p11, p2 watched at once
+    (1, 8),  # write deep in it, reported as ADDED on the existing subdir
+    (1, 8),  # modify that file
+    (0, 6),  # remove nested subdirs
 ]
+
+
+def run_classic_steps(world, round_trips, forget_target=False):
+    fs, rpc, source, _ = world
+    for (what, mutate, rel, kind), (writes, watched), trips in zip(
+        CLASSIC_STEPS, EXPECTED, round_trips, strict=True
+    ):
+        if forget_target:
+            source._known = None  # as after a failed sync
+        mutate(fs, "/base/src")
+        rpc.reset()
+        before = fs.get_num_operations("writefile")
+        fs.handle_event(FileSystemEvent(f"/base/src/{rel}", kind))
+        assert same_tree(fs, "/base/src", fs, "/base/dst"), what
+        assert fs.get_num_operations("writefile") - before == writes, what
+        assert fs.num_watched_dirs() == watched, what
+        assert rpc.round_trips == trips, what
 
 
 def test_classic_event_sequence(world):
     """Once synced, the source knows the target: each event is one Apply round trip."""
-    fs, rpc, _, _ = world
-    for (what, mutate, rel, kind), (writes, watched, trips) in zip(
-        CLASSIC_STEPS, EXPECTED, strict=True
-    ):
-        mutate(fs, "/base/src")
-        rpc.reset()
-        before = fs.get_num_operations("writefile")
-        fs.handle_event(FileSystemEvent(f"/base/src/{rel}", kind))
-        assert same_tree(fs, "/base/src", fs, "/base/dst"), what
-        assert fs.get_num_operations("writefile") - before == writes, what
-        assert fs.num_watched_dirs() == watched, what
-        assert rpc.round_trips == trips, what
+    run_classic_steps(world, [1] * len(CLASSIC_STEPS))
 
 
 def test_classic_event_sequence_when_the_target_state_is_unknown(world):
     """Without the source's record of the target, every event walks from the root."""
-    fs, rpc, source, _ = world
-    walk_trips = [2, 3, 3, 2, 2, 3, 2, 4, 3, 6, 6, 3]
-    for (what, mutate, rel, kind), (writes, watched, _), trips in zip(
-        CLASSIC_STEPS, EXPECTED, walk_trips, strict=True
-    ):
-        source._known = None  # as after a failed sync
-        mutate(fs, "/base/src")
-        rpc.reset()
-        before = fs.get_num_operations("writefile")
-        fs.handle_event(FileSystemEvent(f"/base/src/{rel}", kind))
-        assert same_tree(fs, "/base/src", fs, "/base/dst"), what
-        assert fs.get_num_operations("writefile") - before == writes, what
-        assert fs.num_watched_dirs() == watched, what
-        assert rpc.round_trips == trips, what
+    run_classic_steps(world, [2, 3, 3, 2, 2, 3, 2, 4, 3, 6, 6, 3], forget_target=True)
 
 
 def test_a_full_disk_fails_loudly_writes_nothing_partial_and_recovers(world):
