@@ -10,17 +10,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from typing import Any
 
 from benchmarks.naive import NaiveSource, NaiveTarget
 from benchmarks.workloads import BY_NAME, Workload
 from merkle_sync import MemoryFileSystem, ReplicatorSource, ReplicatorTarget
 from merkle_sync.diskfs import DiskFileSystem
+from merkle_sync.protocol import FULL_HASH
 from merkle_sync.testing import MeteredRpc, same_tree, snapshot
 
 SRC, DST = "/src", "/dst"
 MUTATING = ("removefile", "removedir", "makedir", "makedirs")
-IMPLS = {"ours": (ReplicatorSource, ReplicatorTarget), "naive": (NaiveSource, NaiveTarget)}
+IMPLS: dict[str, tuple[Any, Any]] = {
+    "ours": (ReplicatorSource, ReplicatorTarget),
+    "ours-full-hashes": (partial(ReplicatorSource, hash_len=FULL_HASH), ReplicatorTarget),
+    "naive": (NaiveSource, NaiveTarget),
+}
 
 
 def _delta(after: dict[str, int], before: dict[str, int], *names: str) -> int:
