@@ -22,7 +22,8 @@ def main() -> None:
         for f in range(10):
             words = " ".join(rng.choice(["def", "return", "self", "x", "1"]) for _ in range(200))
             fs.writefile(f"/src/pkg{d}/sub/m{f}.py", words)
-    fs.writefile("/src/blob.bin", rng.randbytes(4 << 20))
+    original = rng.randbytes(4 << 20)
+    fs.writefile("/src/blob.bin", original)
     target = ReplicatorTarget(fs, "/dst")
     rpc = MeteredRpc(target.handle_request)
 
@@ -42,7 +43,7 @@ def main() -> None:
     w = fs.get_num_operations("writefile")
     ReplicatorSource(fs, "/src", rpc)
     report("no-op re-sync", w)
-    blob = bytearray(fs.readfile("/src/blob.bin"))
+    blob = bytearray(original)
     blob[2_000_000] ^= 0xFF
     fs.writefile("/src/blob.bin", bytes(blob))
     w = fs.get_num_operations("writefile")

@@ -89,8 +89,9 @@ def join(rel: str, name: str) -> str:
     return f"{rel}/{name}" if rel else name
 
 
-def lookup(root: DirNode, rel: str) -> Node | None:
-    node: Node = root
+def lookup(root: Node | None, rel: str) -> Node | None:
+    """The node at ``rel`` below ``root``, or ``None`` if nothing is there."""
+    node = root
     for part in split(rel):
         if not isinstance(node, DirNode) or part not in node.children:
             return None

@@ -101,13 +101,13 @@ class SyncSession:
             self._compare(rel, old.kind, old.hash[: self.hash_len], new)
 
         def old_at(path: str) -> Node | None:
-            return old if path == rel else lookup(old, path[len(rel) + 1 :] if rel else path)  # type: ignore[arg-type]
+            return old if path == rel else lookup(old, path[len(rel) + 1 :] if rel else path)
 
         while self._dirs:
             path = self._dirs.pop()
             self._diff(path, _listing(old_at(path), self.hash_len))
         for path in self.writes:
-            was = old_at(path) if old is not None else None
+            was = old_at(path)
             if isinstance(was, FileNode):
                 self._old_files[path] = was
         if self._literal_bytes() > PROBE_MIN:

@@ -112,7 +112,7 @@ class ReplicatorTarget:
             return WalkReply(True, (), b"", 0)
         n = req.hash_len
         subs = self._basis(req.basis, n, {})
-        listings = []
+        listings: list[tuple[Entry, ...] | None] = []
         for rel in req.dirs:
             node = lookup(self.tree, rel)
             if isinstance(node, DirNode):

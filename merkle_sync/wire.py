@@ -12,6 +12,7 @@ from merkle_sync.protocol import (
     Apply,
     ApplyReply,
     Entry,
+    Message,
     ProtocolError,
     Walk,
     WalkReply,
@@ -93,7 +94,7 @@ def _entries(flat: object) -> tuple[Entry, ...] | None:
     return tuple(Entry(*flat[i : i + 3]) for i in range(0, len(flat), 3))
 
 
-def _build(body: tuple) -> object:
+def _build(body: tuple) -> Message:
     code, *fields = body
     if code == _WALK:
         hash_len, root, dirs, have, basis = fields
@@ -114,7 +115,7 @@ def _build(body: tuple) -> object:
     raise ProtocolError(f"unknown message type {code!r}")
 
 
-def decode(frame: bytes) -> Walk | WalkReply | Apply | ApplyReply:
+def decode(frame: bytes | bytearray | memoryview) -> Message:
     """Parse and validate a frame; caps are enforced before msgpack allocates anything."""
     if not isinstance(frame, (bytes, bytearray, memoryview)):
         raise ProtocolError(f"a frame must be bytes, not {type(frame).__name__}")
