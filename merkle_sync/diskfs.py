@@ -1,8 +1,11 @@
 """The filesystem contract on a real disk, so the replicators and benchmarks can run on files.
 
 A disk does not remember whether a file was written as ``str`` or ``bytes``: ``readfile``
-always returns ``bytes``. Watching only registers callbacks; events are delivered with
-``handle_event`` (an OS watcher backend is outside this module).
+always returns ``bytes``. Symbolic links are never followed, so nothing outside the two
+directories can be read or written through one: a link counts as a file whose content is
+the link's target path, and replacing or removing it acts on the link itself. Watching only
+registers callbacks; events are delivered with ``handle_event`` (an OS watcher backend is
+outside this module).
 """
 
 from __future__ import annotations
@@ -10,9 +13,14 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
+import stat
 import tempfile
 
 from merkle_sync.fs import Content, EventCallback, FileSystem, FileSystemEvent
+
+
+def _is_dir(path: str) -> bool:
+    return stat.S_ISDIR(os.lstat(path).st_mode)
 
 
 class DiskFileSystem(FileSystem):
@@ -25,20 +33,20 @@ class DiskFileSystem(FileSystem):
         return os.path.lexists(path)
 
     def isfile(self, path: str) -> bool:
-        os.lstat(path)
-        return os.path.isfile(path)
+        return not _is_dir(path)
 
     def isdir(self, path: str) -> bool:
-        os.lstat(path)
-        return os.path.isdir(path)
+        return _is_dir(path)
 
     def readfile(self, path: str) -> bytes:
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            return os.fsencode(os.readlink(path))
         with open(path, "rb") as f:
             return f.read()
 
     def writefile(self, path: str, content: Content) -> None:
         data = content.encode("utf-8", "surrogatepass") if isinstance(content, str) else content
-        if os.path.isdir(path):
+        if os.path.lexists(path) and _is_dir(path):
             raise IsADirectoryError(f"is a directory: {path!r}")
         fd, tmp = tempfile.mkstemp(dir=posixpath.dirname(path) or ".", prefix=".ms-")
         try:
@@ -50,7 +58,7 @@ class DiskFileSystem(FileSystem):
             raise
 
     def removefile(self, path: str) -> None:
-        if os.path.isdir(path) and not os.path.islink(path):
+        if _is_dir(path):
             raise IsADirectoryError(f"is a directory: {path!r}")
         os.unlink(path)
 
@@ -58,14 +66,17 @@ class DiskFileSystem(FileSystem):
         return os.listdir(path)
 
     def makedir(self, path: str) -> None:
-        if not os.path.isdir(path):
+        try:
             os.mkdir(path)
+        except FileExistsError:
+            if not _is_dir(path):
+                raise
 
     def makedirs(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
 
     def removedir(self, path: str) -> None:
-        if not os.path.isdir(path) or os.path.islink(path):
+        if not _is_dir(path):
             raise NotADirectoryError(f"not a directory: {path!r}")
         shutil.rmtree(path)
 
