@@ -60,6 +60,15 @@ class ReplicatorSource:
         self._rewatch(rel, node)
         self._sync_change(rel, old, node)
 
+    def rescan(self) -> None:
+        """After lost events (a watcher's queue overflowed): rescan the source, then walk."""
+        root = scan(self.fs, self.dir, "", self._fresh)
+        if not isinstance(root, DirNode):
+            raise NotADirectoryError(f"source directory vanished: {self.dir!r}")
+        self.tree = root
+        self._rewatch("", root)
+        self.sync()
+
     def _relative(self, path: str) -> str | None:
         if path == self.dir:
             return ""

@@ -169,3 +169,22 @@ def test_ten_thousand_file_noop_resync():
     assert rpc.round_trips == 1
     assert rpc.total == 146
     assert fs.get_num_operations("writefile") == writes
+
+
+def test_rescan_after_lost_events_restores_the_mirror(world):
+    fs, rpc, source, _ = world
+    fs.removedir("/base/src/sub1")
+    fs.makedirs("/base/src/quiet/deeper")
+    fs.writefile("/base/src/quiet/deeper/z", "no event was delivered")
+    before = fs.get_num_operations("writefile")
+    source.rescan()
+    assert same_tree(fs, "/base/src", fs, "/base/dst")
+    assert fs.get_num_operations("writefile") - before == 1
+    assert fs.watched_dirs() == {
+        "/base/src",
+        "/base/src/sub2",
+        "/base/src/sub3",
+        "/base/src/to_dir",
+        "/base/src/quiet",
+        "/base/src/quiet/deeper",
+    }
