@@ -172,7 +172,7 @@ def test_ten_thousand_file_noop_resync():
 
 
 def test_rescan_after_lost_events_restores_the_mirror(world):
-    fs, rpc, source, _ = world
+    fs, _, source, _ = world
     fs.removedir("/base/src/sub1")
     fs.makedirs("/base/src/quiet/deeper")
     fs.writefile("/base/src/quiet/deeper/z", "no event was delivered")
