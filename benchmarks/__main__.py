@@ -91,6 +91,8 @@ def check(names: list[str], baseline_path: Path) -> int:
         print(f"{name}: " + ", ".join(f"{f} {measured[f]} (<= {base[f]})" for f in GATED))
     for failure in failures:
         print("GATE FAILED " + failure, file=sys.stderr)
+    failed = len({f.split(":")[0] for f in failures})
+    print(f"gate: {len(names) - failed} passed, {failed} failed")
     return 1 if failures else 0
 
 
