@@ -103,6 +103,7 @@ class Entry:
         check_name(self.name)
         _require(self.kind in KINDS and type(self.kind) is int, f"bad kind {self.kind!r}")
         _require(isinstance(self.hash, bytes), "entry hash must be bytes")
+        _require(MIN_HASH <= len(self.hash) <= FULL_HASH, "entry hash has a bad length")
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,27 @@ def test_every_field_flipped_to_a_wrong_value_is_rejected(msg):
         assert rejected >= len(BAD_VALUES) - 3, f"field {i} of {type(msg).__name__} is lax"
 
 
+@pytest.mark.parametrize(
+    ("msg", "field", "what"),
+    [(valid_messages()[1], 2, "listing entry"), (valid_messages()[2], 5, "write")],
+    ids=["Entry", "Write"],
+)
+def test_every_nested_field_flipped_is_rejected(msg, field, what):
+    """The records inside messages (listing entries, writes) check every field too."""
+    body = msgpack.unpackb(encode(msg), raw=False, strict_map_key=False)
+    record = body[field][0]
+    for j in range(len(record)):
+        rejected = 0
+        for bad in BAD_VALUES:
+            nested = [*record[:j], bad, *record[j + 1 :]]
+            flipped = [*body[:field], [nested, *body[field][1:]], *body[field + 1 :]]
+            try:
+                decode(msgpack.packb(flipped, use_bin_type=True))
+            except ProtocolError:
+                rejected += 1
+        assert rejected >= len(BAD_VALUES) - 4, f"{what} field {j} is lax"
+
+
 def test_unknown_type_and_non_frames():
     for frame in (msgpack.packb([99, 1]), msgpack.packb([]), msgpack.packb({"a": 1}), b"", b"\xc1"):
         with pytest.raises(ProtocolError):
