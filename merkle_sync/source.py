@@ -17,17 +17,44 @@ class SyncError(RuntimeError):
     """The target still differs after a full-hash sync: something else is changing it."""
 
 
+#: Bytes a scan keeps in memory for the sync that follows it; files past this are read again.
+KEEP_READ = 256 << 20
+
+
+class _ReadCache(dict):
+    """Bytes read by the current scan, up to a budget, so a sync need not read them again."""
+
+    def __init__(self, budget: int) -> None:
+        super().__init__()
+        self.budget = budget
+        self.size = 0
+
+    def __setitem__(self, rel: str, data: bytes) -> None:
+        if self.size + len(data) <= self.budget:
+            super().__setitem__(rel, data)
+            self.size += len(data)
+
+    def clear(self) -> None:
+        super().clear()
+        self.size = 0
+
+
 class ReplicatorSource:
     """Mirrors ``dir_path`` into the target behind ``rpc_handle``; events keep it mirrored."""
 
     def __init__(
-        self, fs: Any, dir_path: str, rpc_handle: Callable[[Any], Any], hash_len: int = MIN_HASH
+        self,
+        fs: Any,
+        dir_path: str,
+        rpc_handle: Callable[[Any], Any],
+        hash_len: int = MIN_HASH,
+        keep_read: int = KEEP_READ,
     ) -> None:
         self.fs = fs
         self.dir = posixpath.normpath(dir_path)
         self.rpc_handle = rpc_handle
         self.hash_len = hash_len
-        self._fresh: dict[str, bytes] = {}
+        self._fresh = _ReadCache(keep_read)
         #: Short hashes of every content node the target holds, valid while the target's root
         #: is ``_target_root``; lets an event's sync skip the walk (``None``: state unknown).
         self._known: Counter[bytes] | None = None

@@ -188,3 +188,15 @@ def test_rescan_after_lost_events_restores_the_mirror(world):
         "/base/src/quiet",
         "/base/src/quiet/deeper",
     }
+
+
+def test_a_small_read_budget_costs_reads_not_correctness():
+    fs = make_world()
+    fs.log = []
+    target = ReplicatorTarget(fs, "/base/dst", keep_removed=0)
+    ReplicatorSource(fs, "/base/src", MeteredRpc(target.handle_request), keep_read=0)
+    reads = [p for op, p in fs.log if op == "readfile" and p.startswith("/base/src/")]
+    assert same_tree(fs, "/base/src", fs, "/base/dst")
+    # Every file is read to hash it; 7 of the 8 written ones once more to send their bytes
+    # (the empty sub3/e.txt fits even a zero budget).
+    assert len(reads) == 9 + 7
