@@ -17,8 +17,9 @@ MAX_PATH_BYTES = 4096
 MAX_ITEMS = 4_000_000
 MAX_FILE_SIZE = 1 << 32
 MAX_FRAME = 1 << 30
-#: Old leaves a target may be asked to cut into sub-chunks for one request.
+#: Spans of old content a target may be asked to cut into sub-chunks for one request.
 MAX_BASIS = 4096
+MAX_SPAN = 4 * CHUNK_MAX
 KINDS = (0, 1, 2)  # directory, bytes file, str file
 FILE_KINDS = (1, 2)
 
@@ -107,6 +108,25 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class Span:
+    """Bytes ``[start, end)`` of a target file, whose leaves are cut to refine a change."""
+
+    path: str
+    start: int
+    end: int
+
+    def __post_init__(self) -> None:
+        check_path(self.path)
+        check_int(self.start, 0, MAX_FILE_SIZE, "span start")
+        check_int(self.end, self.start + 1, self.start + MAX_SPAN, "span end")
+
+
+def check_basis(basis: object) -> None:
+    for span in check_items(basis, "basis spans", MAX_BASIS):
+        _require(isinstance(span, Span), "basis holds a non-span")
+
+
+@dataclass(frozen=True, slots=True)
 class Walk(Message):
     """One level of the top-down walk: compare roots, list mismatched dirs, look up content."""
 
@@ -114,8 +134,8 @@ class Walk(Message):
     root: bytes  # full source root hash, or b"" when the roots are already known to differ
     dirs: tuple[str, ...]
     have: tuple[bytes, ...]
-    #: Target leaves to cut into sub-chunks, which then also count as held (refinement).
-    basis: tuple[bytes, ...] = ()
+    #: Old content to cut into sub-chunks, which then also count as held (refinement).
+    basis: tuple[Span, ...] = ()
 
     def __post_init__(self) -> None:
         check_hash_len(self.hash_len)
@@ -124,8 +144,7 @@ class Walk(Message):
             check_path(d, root_ok=True)
         for h in check_items(self.have, "have hashes"):
             check_hash(h, self.hash_len)
-        for h in check_items(self.basis, "basis hashes", MAX_BASIS):
-            check_hash(h, self.hash_len)
+        check_basis(self.basis)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,13 +204,12 @@ class Apply(Message):
     writes: tuple[Write, ...]
     literal_sizes: tuple[int, ...]
     literals: bytes
-    #: As in ``Walk``: sub-chunks of these target leaves may be named as pieces.
-    basis: tuple[bytes, ...] = ()
+    #: As in ``Walk``: sub-chunks of this old content may be named as pieces.
+    basis: tuple[Span, ...] = ()
 
     def __post_init__(self) -> None:
         check_hash_len(self.hash_len)
-        for h in check_items(self.basis, "basis hashes", MAX_BASIS):
-            check_hash(h, self.hash_len)
+        check_basis(self.basis)
         _require(self.base == b"" or check_hash(self.base, self.hash_len) is not None, "bad base")
         for p in check_items(self.removes, "removes"):
             check_path(p)

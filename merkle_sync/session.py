@@ -18,16 +18,17 @@ of reused target pieces and literal chunks.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections.abc import Callable, Container
 
-from merkle_sync.chunking import ContentTree, sub_chunks
+from merkle_sync.chunking import CHUNK_AVG, ContentTree, sub_chunks
 from merkle_sync.merkle import KIND_DIR, DirNode, FileNode, Node, iter_tree, join, lookup
 from merkle_sync.protocol import (
     Apply,
     ApplyReply,
     Entry,
     ProtocolError,
+    Span,
     Walk,
     WalkReply,
     Write,
@@ -66,12 +67,12 @@ class SyncSession:
         self._asked: list[_NodeRef] = []
         self._queued: set[bytes] = set()
         self._probing = False
-        self._old_files: dict[str, FileNode] = {}
+        self._old_paths: set[str] = set()  # written files the target holds an old version of
         self._refining = False
         self._refined: dict[bytes, list[_Piece]] = {}
         self._asked_subs: list[bytes] = []
         self._subs_held: set[bytes] = set()
-        self._basis: tuple[bytes, ...] = ()
+        self._basis: tuple[Span, ...] = ()
 
     @property
     def equal(self) -> bool:
@@ -106,10 +107,6 @@ class SyncSession:
         while self._dirs:
             path = self._dirs.pop()
             self._diff(path, _listing(old_at(path), self.hash_len))
-        for path in self.writes:
-            was = old_at(path)
-            if isinstance(was, FileNode):
-                self._old_files[path] = was
         if self._literal_bytes() > PROBE_MIN:
             self._probing = True
             for node in self.writes.values():
@@ -180,6 +177,7 @@ class SyncSession:
             if isinstance(child, DirNode):
                 self._dirs.append(path)
             else:
+                self._old_paths.add(path)
                 self._write(path, child)
 
     def _diff(self, rel: str, listing: tuple[Entry, ...]) -> None:
@@ -204,7 +202,7 @@ class SyncSession:
             have = tuple(self._short(r) for r in self._asked)
             return Walk(self.hash_len, b"", tuple(self._asked_dirs), have)
         self._asked_dirs, self._asked = [], []
-        if self._old_files and not self._refining:
+        if self._old_paths and not self._refining:
             self._refining = True
             refine = self._refine()
             if refine is not None:
@@ -212,34 +210,30 @@ class SyncSession:
         return self._apply()
 
     def _refine(self) -> Walk | None:
-        """Ask which sub-chunks of the missing leaves the target has in the old leaves nearby."""
+        """Ask which sub-chunks of the missing leaves the target has in its old version nearby.
+
+        The span around each leaf is wide enough for small shifts; the target widens it to
+        whole leaves of its own file and cuts those, just as each new leaf is cut here.
+        """
         n = self.hash_len
         wants: dict[bytes, None] = {}
-        basis: dict[bytes, None] = {}
+        spans: list[Span] = []
         sent: set[bytes] = set()
         for rel, node in self.writes.items():
-            was = self._old_files.get(rel)
             missing = [(a, b) for _, a, b in self._cover(node, sent) if a >= 0]
-            if was is None or not missing or len(missing) > REFINE_MAX_LEAVES:
+            big = [(a, b) for a, b in missing if b - a >= REFINE_MIN]
+            if rel not in self._old_paths or not big or len(missing) > REFINE_MAX_LEAVES:
                 continue
             data = self.read(rel)
-            old_ends = was.tree.ends[0]
-            for a, b in missing:
-                if b - a < REFINE_MIN:
-                    continue
+            for a, b in big:
                 parts = [(h[:n], a + s, a + e) for h, s, e in sub_chunks(data[a:b])]
                 self._refined[node.tree.levels[0][bisect_right(node.tree.ends[0], a)][:n]] = parts
                 wants.update((p[0], None) for p in parts)
-                first = max(bisect_right(old_ends, a) - 1, 0)
-                last = min(bisect_left(old_ends, b) + 1, len(old_ends) - 1)
-                for h in was.tree.levels[0][first : last + 1]:
-                    if self._held(h[:n]):
-                        basis[h[:n]] = None
-        if not wants or not basis:
-            self._refined.clear()
+                spans.append(Span(rel, max(a - CHUNK_AVG, 0), b + CHUNK_AVG))
+        if not wants:
             return None
         self._asked_subs = list(wants)
-        self._basis = tuple(basis)
+        self._basis = tuple(spans)
         return Walk(self.hash_len, b"", (), tuple(wants), self._basis)
 
     # -- the final request -----------------------------------------------------------------

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import posixpath
+from bisect import bisect_left, bisect_right
 from typing import Any
 
-from merkle_sync.chunking import CHUNK_MAX, leaf_hash, sub_chunks
+from merkle_sync.chunking import leaf_hash, sub_chunks
 from merkle_sync.merkle import (
     DirNode,
     FileNode,
@@ -23,6 +24,7 @@ from merkle_sync.protocol import (
     ApplyReply,
     Entry,
     ProtocolError,
+    Span,
     Walk,
     WalkReply,
     Write,
@@ -212,16 +214,26 @@ class ReplicatorTarget:
         return out
 
     def _basis(
-        self, basis: tuple[bytes, ...], n: int, files: dict[str, bytes]
+        self, spans: tuple[Span, ...], n: int, files: dict[str, bytes]
     ) -> dict[bytes, bytes]:
-        """Sub-chunks of the named target leaves, by short hash: the old side of a refinement."""
+        """Sub-chunks of the old leaves overlapping each span, by short hash."""
         subs: dict[bytes, bytes] = {}
-        for h in basis:
-            data = self._local(h, files)
-            if len(data) > CHUNK_MAX:
-                raise ProtocolError(f"basis {h.hex()} is not a leaf")
-            for sub, start, end in sub_chunks(data):
-                subs.setdefault(sub[:n], data[start:end])
+        done: set[tuple[str, int]] = set()
+        for span in spans:
+            node = lookup(self.tree, span.path)
+            if not isinstance(node, FileNode):
+                raise ProtocolError(f"basis {span.path!r} is not a file")
+            ends = node.tree.ends[0]
+            first = bisect_right(ends, span.start)
+            last = min(bisect_left(ends, span.end), len(ends) - 1)
+            for leaf in range(first, last + 1):
+                if (span.path, leaf) in done:
+                    continue
+                done.add((span.path, leaf))
+                start, end = node.tree.span(0, leaf)
+                data = self._file(span.path, files)[start:end]
+                for sub, a, b in sub_chunks(data):
+                    subs.setdefault(sub[:n], data[a:b])
         return subs
 
     def _assemble(self, req: Apply) -> list[tuple[Write, bytes, FileNode]]:
@@ -260,8 +272,11 @@ class ReplicatorTarget:
         if loc is None:
             raise ProtocolError(f"unknown piece {short.hex()}")
         _, rel, start, end = loc
-        if rel in self._graves:
-            files[rel] = self._graves[rel][1]
-        elif rel not in files:
-            files[rel] = encode_content(self.fs.readfile(self._abs(rel)))[1]
-        return files[rel][start:end]
+        return self._file(rel, files)[start:end]
+
+    def _file(self, rel: str, files: dict[str, bytes]) -> bytes:
+        """A target file's bytes (or a removed file's), read at most once per request."""
+        if rel not in files:
+            grave = self._graves.get(rel)
+            files[rel] = grave[1] if grave else encode_content(self.fs.readfile(self._abs(rel)))[1]
+        return files[rel]

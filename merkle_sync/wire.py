@@ -14,6 +14,7 @@ from merkle_sync.protocol import (
     Entry,
     Message,
     ProtocolError,
+    Span,
     Walk,
     WalkReply,
     Write,
@@ -41,7 +42,7 @@ def _flat_entries(listing: tuple[Entry, ...] | None) -> list | None:
 def encode(msg: object) -> bytes:
     """A msgpack frame whose first element names the message type."""
     if isinstance(msg, Walk):
-        body = [_WALK, msg.hash_len, msg.root, msg.dirs, msg.have, msg.basis]
+        body = [_WALK, msg.hash_len, msg.root, msg.dirs, msg.have, _flat_spans(msg.basis)]
     elif isinstance(msg, WalkReply):
         listings = [_flat_entries(x) for x in msg.listings]
         body = [_WALK_REPLY, msg.equal, listings, msg.have, msg.indexed]
@@ -56,7 +57,7 @@ def encode(msg: object) -> bytes:
             writes,
             msg.literal_sizes,
             msg.literals,
-            msg.basis,
+            _flat_spans(msg.basis),
         ]
     elif isinstance(msg, ApplyReply):
         body = [_APPLY_REPLY, msg.root]
@@ -94,11 +95,24 @@ def _entries(flat: object) -> tuple[Entry, ...] | None:
     return tuple(Entry(*flat[i : i + 3]) for i in range(0, len(flat), 3))
 
 
+def _flat_spans(spans: tuple[Span, ...]) -> list:
+    flat: list = []
+    for span in spans:
+        flat += (span.path, span.start, span.end)
+    return flat
+
+
+def _spans(flat: object) -> tuple[Span, ...]:
+    if not isinstance(flat, tuple) or len(flat) % 3:
+        raise ProtocolError("basis is not a flat list of (path, start, end)")
+    return tuple(Span(*flat[i : i + 3]) for i in range(0, len(flat), 3))
+
+
 def _build(body: tuple) -> Message:
     code, *fields = body
     if code == _WALK:
         hash_len, root, dirs, have, basis = fields
-        return Walk(hash_len, root, dirs, have, basis)
+        return Walk(hash_len, root, dirs, have, _spans(basis))
     if code == _WALK_REPLY:
         equal, listings, have, indexed = fields
         if not isinstance(listings, tuple):
@@ -109,7 +123,7 @@ def _build(body: tuple) -> Message:
         if not isinstance(writes, tuple) or not all(isinstance(w, tuple) for w in writes):
             raise ProtocolError("writes must be a list of lists")
         writes = tuple(Write(*w) for w in writes)
-        return Apply(hash_len, base, removes, mkdirs, writes, sizes, literals, basis)
+        return Apply(hash_len, base, removes, mkdirs, writes, sizes, literals, _spans(basis))
     if code == _APPLY_REPLY:
         return ApplyReply(*fields)
     raise ProtocolError(f"unknown message type {code!r}")

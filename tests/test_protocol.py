@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from merkle_sync import MemoryFileSystem, ProtocolError, ReplicatorTarget
 from merkle_sync.chunking import leaf_hash
 from merkle_sync.merkle import KIND_BYTES, FileNode
-from merkle_sync.protocol import MAX_FRAME, Apply, ApplyReply, Entry, Walk, WalkReply, Write
+from merkle_sync.protocol import MAX_FRAME, Apply, ApplyReply, Entry, Span, Walk, WalkReply, Write
 from merkle_sync.testing import snapshot
 from merkle_sync.wire import decode, encode
 
@@ -26,9 +26,9 @@ def valid_messages():
     node = FileNode.from_data(KIND_BYTES, b"hello")
     write = Write("d/f", KIND_BYTES, 5, node.hash[:8], (1,))
     return [
-        Walk(8, H32, ("", "a/b"), (H8,)),
+        Walk(8, H32, ("", "a/b"), (H8,), (Span("a/f", 0, 10),)),
         WalkReply(False, ((Entry("x", 1, H8),), None), b"\x01", 3),
-        Apply(8, b"", ("old",), ("d",), (write,), (5,), b"hello"),
+        Apply(8, b"", ("old",), ("d",), (write,), (5,), b"hello", (Span("d/f", 4, 9),)),
         ApplyReply(H32),
     ]
 
@@ -181,15 +181,18 @@ ESCAPES = [
 def test_paths_that_leave_the_target_are_rejected(target, path):
     fs, t = target
     frames = [
-        msgpack.packb([3, 8, b"", [path], [], [], [], b""]),
-        msgpack.packb([3, 8, b"", [], [path], [], [], b""]),
-        msgpack.packb([3, 8, b"", [], [], [[path, 1, 1, H8, [1]]], [1], b"x"]),
-        msgpack.packb([1, 8, b"", [path], []]),
+        msgpack.packb([3, 8, b"", [path], [], [], [], b"", []]),
+        msgpack.packb([3, 8, b"", [], [path], [], [], b"", []]),
+        msgpack.packb([3, 8, b"", [], [], [[path, 1, 1, H8, [1]]], [1], b"x", []]),
+        msgpack.packb([3, 8, b"", [], [], [], [], b"", [path, 0, 10]]),
+        msgpack.packb([1, 8, b"", [], [], [path, 0, 10]]),
     ]
+    if path != "":  # the empty path names the root in a walk's directory list: legal
+        frames.append(msgpack.packb([1, 8, b"", [path], [], []]))
     for frame in frames:
-        if path == "" and frame[1:2] == b"\x01":
-            continue  # the empty path names the root in a walk: legal
         assert_rejected_without_change(fs, t, frame)
+    # The same frames with a safe path are well-formed, so the path alone was refused.
+    assert decode(msgpack.packb([1, 8, b"", ["d"], [], ["d/f", 0, 10]])).dirs == ("d",)
 
 
 def test_inconsistent_applies_change_nothing(target):
@@ -222,7 +225,9 @@ def test_inconsistent_applies_change_nothing(target):
 
 def test_oversized_or_broken_compressed_frames_are_rejected_before_use(target):
     fs, t = target
-    body = msgpack.packb([3, 8, b"", [], [], [["d/n", 1, 10**6, H8, [1]]], [10**6], b"\0" * 10**6])
+    body = msgpack.packb(
+        [3, 8, b"", [], [], [["d/n", 1, 10**6, H8, [1]]], [10**6], b"\0" * 10**6, []]
+    )
     packed = zstandard.ZstdCompressor().compress(body)
     assert_rejected_without_change(fs, t, packed)  # well-formed frame, inconsistent content
     huge = zstandard.ZstdCompressor().compress(b"\x90" + b"\0" * (MAX_FRAME + 1))
