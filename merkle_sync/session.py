@@ -12,7 +12,9 @@ Two ways to find what differs:
   expected root hash. Only when many literal bytes would go does the session first probe the
   target's index, which also holds content removed recently (a rename).
 
-Either way, one ``Apply`` carries removals, new directories and each written file as a recipe
+Either way, a changed leaf of a file the target holds an old version of is refined first:
+its sub-chunks are looked up in the old version's leaves around the same place.
+One ``Apply`` then carries removals, new directories and each written file as a recipe
 of reused target pieces and literal chunks.
 """
 
