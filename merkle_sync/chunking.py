@@ -46,13 +46,6 @@ def node_hash(children: list[bytes] | tuple[bytes, ...]) -> bytes:
     return blake3(b"".join(children), key=NODE_KEY).digest()
 
 
-def chunk_ends(data: bytes | memoryview) -> list[int]:
-    """End offsets of the content-defined chunks; empty content is one empty chunk."""
-    if not len(data):
-        return [0]
-    return [c.offset + c.length for c in _CHUNKER.cut_buf(data)]
-
-
 def sub_chunks(data: bytes | memoryview) -> list[tuple[bytes, int, int]]:
     """``(leaf hash, start, end)`` of the small chunks of one leaf, for refining a change."""
     if not len(data):

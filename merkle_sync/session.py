@@ -73,7 +73,7 @@ class SyncSession:
         self._refining = False
         self._refined: dict[bytes, list[_Piece]] = {}
         self._asked_subs: list[bytes] = []
-        self._subs_held: set[bytes] = set()
+        self._data: dict[str, bytes] = {}
         self._basis: tuple[Span, ...] = ()
 
     @property
@@ -135,7 +135,7 @@ class SyncSession:
             self._diff(rel, listing)
         for i, key in enumerate(self._asked_subs):
             if reply.has(i):
-                self._subs_held.add(key)
+                self._have.add(key)
         for i, ref in enumerate(self._asked):
             if reply.has(i):
                 self._have.add(self._short(ref))
@@ -149,6 +149,12 @@ class SyncSession:
     def _short(self, ref: _NodeRef) -> bytes:
         tree, level, index = ref
         return tree.levels[level][index][: self.hash_len]
+
+    def _read(self, rel: str) -> bytes:
+        """A source file's bytes, fetched at most once per session (refinement, then apply)."""
+        if rel not in self._data:
+            self._data[rel] = self.read(rel)
+        return self._data[rel]
 
     def _held(self, key: bytes) -> bool:
         return key in self._have or key in self._known
@@ -226,7 +232,7 @@ class SyncSession:
             big = [(a, b) for a, b in missing if b - a >= REFINE_MIN]
             if rel not in self._old_paths or not big or len(missing) > REFINE_MAX_LEAVES:
                 continue
-            data = self.read(rel)
+            data = self._read(rel)
             for a, b in big:
                 parts = [(h[:n], a + s, a + e) for h, s, e in sub_chunks(data[a:b])]
                 self._refined[node.tree.levels[0][bisect_right(node.tree.ends[0], a)][:n]] = parts
@@ -253,7 +259,7 @@ class SyncSession:
                 stack.extend((level - 1, c) for c in reversed(tree.children(level, index)))
             elif key in self._refined:
                 for sub, start, end in self._refined[key]:
-                    held = sub in self._subs_held or sub in sent
+                    held = self._held(sub) or sub in sent
                     out.append((sub, -1, -1) if held else (sub, start, end))
                     sent.add(sub)
             else:
@@ -281,7 +287,7 @@ class SyncSession:
                 if start < 0:
                     pieces.append(key)
                     continue
-                data = self.read(rel) if data is None else data
+                data = self._read(rel) if data is None else data
                 literals.append(data[start:end])
                 if pieces and isinstance(pieces[-1], int):
                     pieces[-1] += 1

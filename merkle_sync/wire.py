@@ -30,21 +30,26 @@ COMPRESS_MIN = 96
 _LEVELS = ((128 << 10, 19), (8 << 20, 12), (MAX_FRAME + 1, 6))
 
 
-def _flat_entries(listing: tuple[Entry, ...] | None) -> list | None:
-    if listing is None:
-        return None
+def _flat(records: tuple) -> list:
+    """Three-field records (listing entries, basis spans) travel as one flat list."""
     flat: list = []
-    for e in listing:
-        flat += (e.name, e.kind, e.hash)
+    for record in records:
+        flat += (getattr(record, field) for field in record.__slots__)
     return flat
+
+
+def _records(flat: object, cls: type) -> tuple:
+    if not isinstance(flat, tuple) or len(flat) % 3:
+        raise ProtocolError(f"not a flat list of {cls.__name__} fields")
+    return tuple(cls(*flat[i : i + 3]) for i in range(0, len(flat), 3))
 
 
 def encode(msg: object) -> bytes:
     """A msgpack frame whose first element names the message type."""
     if isinstance(msg, Walk):
-        body = [_WALK, msg.hash_len, msg.root, msg.dirs, msg.have, _flat_spans(msg.basis)]
+        body = [_WALK, msg.hash_len, msg.root, msg.dirs, msg.have, _flat(msg.basis)]
     elif isinstance(msg, WalkReply):
-        listings = [_flat_entries(x) for x in msg.listings]
+        listings = [None if x is None else _flat(x) for x in msg.listings]
         body = [_WALK_REPLY, msg.equal, listings, msg.have, msg.indexed]
     elif isinstance(msg, Apply):
         writes = [[w.path, w.kind, w.size, w.hash, w.pieces] for w in msg.writes]
@@ -57,7 +62,7 @@ def encode(msg: object) -> bytes:
             writes,
             msg.literal_sizes,
             msg.literals,
-            _flat_spans(msg.basis),
+            _flat(msg.basis),
         ]
     elif isinstance(msg, ApplyReply):
         body = [_APPLY_REPLY, msg.root]
@@ -87,43 +92,26 @@ def _unsqueeze(frame: bytes) -> bytes:
     return out
 
 
-def _entries(flat: object) -> tuple[Entry, ...] | None:
-    if flat is None:
-        return None
-    if not isinstance(flat, tuple) or len(flat) % 3:
-        raise ProtocolError("listing is not a flat list of (name, kind, hash)")
-    return tuple(Entry(*flat[i : i + 3]) for i in range(0, len(flat), 3))
-
-
-def _flat_spans(spans: tuple[Span, ...]) -> list:
-    flat: list = []
-    for span in spans:
-        flat += (span.path, span.start, span.end)
-    return flat
-
-
-def _spans(flat: object) -> tuple[Span, ...]:
-    if not isinstance(flat, tuple) or len(flat) % 3:
-        raise ProtocolError("basis is not a flat list of (path, start, end)")
-    return tuple(Span(*flat[i : i + 3]) for i in range(0, len(flat), 3))
-
-
 def _build(body: tuple) -> Message:
     code, *fields = body
     if code == _WALK:
         hash_len, root, dirs, have, basis = fields
-        return Walk(hash_len, root, dirs, have, _spans(basis))
+        return Walk(hash_len, root, dirs, have, _records(basis, Span))
     if code == _WALK_REPLY:
         equal, listings, have, indexed = fields
         if not isinstance(listings, tuple):
             raise ProtocolError("listings must be a list")
-        return WalkReply(equal, tuple(_entries(x) for x in listings), have, indexed)
+        return WalkReply(
+            equal, tuple(x if x is None else _records(x, Entry) for x in listings), have, indexed
+        )
     if code == _APPLY:
         hash_len, base, removes, mkdirs, writes, sizes, literals, basis = fields
         if not isinstance(writes, tuple) or not all(isinstance(w, tuple) for w in writes):
             raise ProtocolError("writes must be a list of lists")
         writes = tuple(Write(*w) for w in writes)
-        return Apply(hash_len, base, removes, mkdirs, writes, sizes, literals, _spans(basis))
+        return Apply(
+            hash_len, base, removes, mkdirs, writes, sizes, literals, _records(basis, Span)
+        )
     if code == _APPLY_REPLY:
         return ApplyReply(*fields)
     raise ProtocolError(f"unknown message type {code!r}")
