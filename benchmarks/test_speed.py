@@ -12,7 +12,7 @@ from blake3 import blake3
 from benchmarks.naive import NaiveSource, NaiveTarget
 from benchmarks.workloads import BY_NAME
 from merkle_sync import MemoryFileSystem, ReplicatorSource, ReplicatorTarget
-from merkle_sync.chunking import build_tree
+from merkle_sync.contenttree import build_tree
 from merkle_sync.testing import MeteredRpc
 
 DATA = blake3(b"throughput").digest(length=64 << 20)

@@ -6,7 +6,7 @@ import time
 
 from blake3 import blake3
 
-from merkle_sync.chunking import build_tree
+from merkle_sync.contenttree import build_tree
 
 
 def _best(fn, data: bytes, rounds: int) -> float:

@@ -1,13 +1,13 @@
-"""Content-defined chunks and the content-defined hash tree over them (pure, no I/O).
+"""Content-defined cut points and the keyed hashes of leaves and inner nodes (pure, no I/O).
 
 Leaf boundaries come from FastCDC; parent boundaries come from the leaf hashes themselves
-(bup's hashsplit fanout), so an edit anywhere changes one leaf-to-root path only. Boundaries
-and hashes are wire format: ``tests/test_chunking.py`` pins them with fixed vectors.
+(bup's hashsplit fanout, in :mod:`merkle_sync.contenttree`). Boundaries and hashes are wire
+format: ``tests/test_chunking.py`` pins them with fixed vectors.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 
 from blake3 import blake3
 from pyfastcdc import FastCDC
@@ -23,10 +23,9 @@ CHUNK_MAX = 32768
 SUB_AVG = 256
 SUB_MIN = 64
 SUB_MAX = 1024
-#: A node closes after a child whose hash has these low bits clear: average fanout 16.
-FANOUT_MASK = 0x0F
-#: A node never takes more children than this, so one node's listing stays bounded.
-FANOUT_MAX = 64
+#: Bytes read per call while streaming a file through the chunker: large enough that the
+#: per-call cost vanishes, small enough that memory never depends on the file's size.
+READ_WINDOW = 4 << 20
 
 HASH_CONTEXT = "merkle_sync 2026-11 "
 LEAF_KEY = blake3(derive_key_context=HASH_CONTEXT + "leaf").digest()
@@ -35,15 +34,17 @@ NODE_KEY = blake3(derive_key_context=HASH_CONTEXT + "node").digest()
 _CHUNKER = FastCDC(CHUNK_AVG, min_size=CHUNK_MIN, max_size=CHUNK_MAX, normalized_chunking=2)
 _SUB_CHUNKER = FastCDC(SUB_AVG, min_size=SUB_MIN, max_size=SUB_MAX, normalized_chunking=0)
 
+Reader = Callable[[int, int], bytes]  # (offset, length) -> at most length bytes; b"" at EOF
+
 
 def leaf_hash(data: bytes | memoryview) -> bytes:
     """Domain-separated from inner nodes so a leaf can never pose as a list of hashes."""
     return blake3(data, key=LEAF_KEY).digest()
 
 
-def node_hash(children: list[bytes] | tuple[bytes, ...]) -> bytes:
-    """An inner node commits to its children in order."""
-    return blake3(b"".join(children), key=NODE_KEY).digest()
+def node_hash(children: bytes | memoryview) -> bytes:
+    """An inner node commits to its children's hashes, packed in order."""
+    return blake3(children, key=NODE_KEY).digest()
 
 
 def sub_chunks(data: bytes | memoryview) -> list[tuple[bytes, int, int]]:
@@ -53,78 +54,36 @@ def sub_chunks(data: bytes | memoryview) -> list[tuple[bytes, int, int]]:
     return [(leaf_hash(c.data), c.offset, c.offset + c.length) for c in _SUB_CHUNKER.cut_buf(data)]
 
 
-@dataclass(frozen=True, slots=True)
-class ContentTree:
-    """Levels of hashes from leaves (``levels[0]``) to the single root (``levels[-1]``)."""
-
-    levels: tuple[tuple[bytes, ...], ...]
-    #: ``ends[k][i]``: byte offset where node ``i`` of level ``k`` ends.
-    ends: tuple[tuple[int, ...], ...]
-    #: ``firsts[k][i]`` (k >= 1): index in level ``k-1`` of node ``i``'s first child.
-    firsts: tuple[tuple[int, ...], ...]
-
-    @property
-    def root(self) -> bytes:
-        return self.levels[-1][0]
-
-    @property
-    def size(self) -> int:
-        return self.ends[0][-1]
-
-    @property
-    def height(self) -> int:
-        return len(self.levels)
-
-    def span(self, level: int, index: int) -> tuple[int, int]:
-        """Byte range ``[start, end)`` that a node covers."""
-        ends = self.ends[level]
-        return (ends[index - 1] if index else 0), ends[index]
-
-    def children(self, level: int, index: int) -> range:
-        """Indices in ``level - 1`` of a node's children."""
-        firsts = self.firsts[level]
-        stop = firsts[index + 1] if index + 1 < len(firsts) else len(self.levels[level - 1])
-        return range(firsts[index], stop)
-
-    def nodes(self):
-        """Every ``(hash, level, index)``, root first, for indexing."""
-        for level in range(len(self.levels) - 1, -1, -1):
-            for index, h in enumerate(self.levels[level]):
-                yield h, level, index
+def cut_leaves(data: bytes | memoryview) -> Iterator[tuple[bytes, int]]:
+    """``(leaf hash, length)`` of each leaf of an in-memory buffer."""
+    for c in _CHUNKER.cut_buf(memoryview(data)) if len(data) else ():
+        yield blake3(c.data, key=LEAF_KEY).digest(), c.length
 
 
-def _group(hashes: tuple[bytes, ...]) -> list[int]:
-    """Start indices of parent groups, decided by the children's hashes alone."""
-    firsts = [0]
-    count = 0
-    last = len(hashes) - 1
-    for i, h in enumerate(hashes):
-        count += 1
-        if i != last and (h[-1] & FANOUT_MASK == 0 or count == FANOUT_MAX):
-            firsts.append(i + 1)
-            count = 0
-    return firsts
+def stream_leaves(read: Reader, window: int = READ_WINDOW) -> Iterator[tuple[bytes, int]]:
+    """The same leaves as :func:`cut_leaves` of the whole content, read ``window`` at a time.
 
-
-def build_tree(data: bytes | memoryview) -> ContentTree:
-    """Chunk and hash ``data`` into its content tree."""
-    ends: list[int] = []
-    hashes: list[bytes] = []
-    for c in _CHUNKER.cut_buf(data) if len(data) else ():  # one pass: chunk, then hash it
-        ends.append(c.offset + c.length)
-        hashes.append(blake3(c.data, key=LEAF_KEY).digest())
-    if not ends:
-        ends, hashes = [0], [leaf_hash(b"")]
-    level = tuple(hashes)
-    levels = [level]
-    all_ends = [tuple(ends)]
-    all_firsts: list[tuple[int, ...]] = [()]
-    while len(level) > 1:
-        firsts = _group(level)
-        stops = [*firsts[1:], len(level)]
-        child_ends = all_ends[-1]
-        level = tuple(node_hash(level[a:b]) for a, b in zip(firsts, stops, strict=True))
-        levels.append(level)
-        all_ends.append(tuple(child_ends[b - 1] for b in stops))
-        all_firsts.append(tuple(firsts))
-    return ContentTree(tuple(levels), tuple(all_ends), tuple(all_firsts))
+    FastCDC decides a cut from at most ``CHUNK_MAX`` bytes after the chunk's start, so every
+    chunk that starts at least that far before the end of the window is final; the rest of
+    the window is carried into the next one. Memory stays ``window + CHUNK_MAX``.
+    """
+    assert window >= CHUNK_MAX
+    carry = b""
+    offset = 0
+    eof = False
+    while not eof:
+        more = read(offset, window)
+        offset += len(more)
+        eof = len(more) == 0
+        buf = carry + more if carry else more
+        if not buf:
+            return
+        view = memoryview(buf)
+        done = 0
+        for c in _CHUNKER.cut_buf(view):
+            if not eof and len(buf) - c.offset < CHUNK_MAX:
+                break
+            yield blake3(c.data, key=LEAF_KEY).digest(), c.length
+            done = c.offset + c.length
+        carry = buf[done:]
+        view.release()

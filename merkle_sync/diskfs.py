@@ -6,21 +6,101 @@ directories can be read or written through one: a link counts as a file whose co
 the link's target path, and replacing or removing it acts on the link itself. Watching only
 registers callbacks; events are delivered with ``handle_event`` (an OS watcher backend is
 outside this module).
+
+Beyond the contract it offers ranged reads (``pread``) and staged files (a temporary file
+filled piece by piece, with reused ranges copied in the kernel by ``copy_file_range``, then
+renamed into place), so neither side ever holds a whole file in memory.
 """
 
 from __future__ import annotations
 
+import errno
+import itertools
 import os
 import posixpath
 import shutil
 import stat
-import tempfile
 
 from merkle_sync.fs import Content, EventCallback, FileSystem, FileSystemEvent
+
+#: Bytes per ``copy_file_range`` / ``pread`` call when copying a range between files.
+COPY_STEP = 64 << 20
+_OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_COUNTER = itertools.count()
 
 
 def _is_dir(path: str) -> bool:
     return stat.S_ISDIR(os.lstat(path).st_mode)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class DiskStagedFile:
+    """A temporary file in ``tmp_dir``; committed by a rename, removed on abort."""
+
+    def __init__(self, tmp_dir: str) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        while True:  # cheap unique names; O_EXCL never takes over an existing file
+            self.tmp = posixpath.join(tmp_dir, f".merkle_sync-{os.getpid()}-{next(_COUNTER)}.tmp")
+            try:
+                self._fd: int | None = os.open(self.tmp, flags, 0o666)  # the umask decides
+                break
+            except FileExistsError:
+                continue
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        assert self._fd is not None
+        _write_all(self._fd, data)
+        self.size += len(data)
+
+    def copy_from(self, path: str, offset: int, length: int) -> None:
+        assert self._fd is not None
+        src = os.open(path, _OPEN_READ)
+        try:
+            done = 0
+            while done < length:
+                step = min(COPY_STEP, length - done)
+                try:
+                    n = os.copy_file_range(src, self._fd, step, offset + done)
+                except OSError as exc:
+                    if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                        raise
+                    n = self._copy_by_reading(src, offset + done, step)
+                if n <= 0:
+                    raise OSError(errno.EIO, f"{path!r} ended before byte {offset + length}")
+                done += n
+            self.size += length
+        finally:
+            os.close(src)
+
+    def _copy_by_reading(self, src: int, offset: int, length: int) -> int:
+        data = os.pread(src, min(length, 1 << 20), offset)
+        assert self._fd is not None
+        _write_all(self._fd, data)
+        return len(data)
+
+    def commit(self, path: str) -> None:
+        assert self._fd is not None
+        os.close(self._fd)
+        self._fd = None
+        try:
+            if os.path.lexists(path) and _is_dir(path):
+                raise IsADirectoryError(f"is a directory: {path!r}")
+            os.replace(self.tmp, path)
+        except BaseException:
+            os.unlink(self.tmp)
+            raise
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            os.unlink(self.tmp)
 
 
 class DiskFileSystem(FileSystem):
@@ -44,18 +124,41 @@ class DiskFileSystem(FileSystem):
         with open(path, "rb") as f:
             return f.read()
 
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        try:
+            fd = os.open(path, _OPEN_READ)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            return os.fsencode(os.readlink(path))[offset : offset + length]
+        try:
+            out = os.pread(fd, length, offset)
+            while len(out) < length:  # pread may return less than asked before the end
+                more = os.pread(fd, length - len(out), offset + len(out))
+                if not more:
+                    break
+                out += more
+            return out
+        finally:
+            os.close(fd)
+
+    def stage(self, tmp_dir: str) -> DiskStagedFile:
+        return DiskStagedFile(tmp_dir)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.rename(src, dst)
+
     def writefile(self, path: str, content: Content) -> None:
         data = content.encode("utf-8", "surrogatepass") if isinstance(content, str) else content
         if os.path.lexists(path) and _is_dir(path):
             raise IsADirectoryError(f"is a directory: {path!r}")
-        fd, tmp = tempfile.mkstemp(dir=posixpath.dirname(path) or ".", prefix=".ms-")
+        staged = DiskStagedFile(posixpath.dirname(path) or ".")
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
+            staged.write(data)
         except BaseException:
-            os.unlink(tmp)
+            staged.abort()
             raise
+        staged.commit(path)
 
     def removefile(self, path: str) -> None:
         if _is_dir(path):

@@ -6,6 +6,7 @@ import abc
 import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 
 class FileSystemEventType(enum.IntEnum):
@@ -69,3 +70,45 @@ class FileSystem(abc.ABC):
 
     @abc.abstractmethod
     def debug_string(self, path: str) -> str: ...
+
+
+# -- optional capabilities ---------------------------------------------------------------------
+# A filesystem may offer these on top of the contract; the replicators use them when present
+# and fall back to whole-file ``readfile`` / ``writefile`` otherwise, so a filesystem that has
+# only the contract keeps its exact behaviour and operation counts.
+
+
+@runtime_checkable
+class RangeReader(Protocol):
+    """Reads part of a file, so no file is ever held whole in memory."""
+
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        """At most ``length`` bytes from ``offset``; fewer only at the end of the file."""
+        ...
+
+
+class StagedFile(Protocol):
+    """A file being built in a private temporary place, invisible until committed."""
+
+    def write(self, data: bytes | memoryview) -> None: ...
+
+    def copy_from(self, path: str, offset: int, length: int) -> None:
+        """Append bytes of another file without passing them through Python where possible."""
+        ...
+
+    def commit(self, path: str) -> None:
+        """Atomically put the file at ``path`` (replacing a file there, never a directory)."""
+        ...
+
+    def abort(self) -> None:
+        """Forget the file; nothing of it remains."""
+        ...
+
+
+@runtime_checkable
+class Stager(Protocol):
+    """Creates staged files inside ``tmp_dir`` (on the same filesystem as the targets)."""
+
+    def stage(self, tmp_dir: str) -> StagedFile: ...
+
+    def rename(self, src: str, dst: str) -> None: ...

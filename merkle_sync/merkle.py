@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import msgpack
 from blake3 import blake3
 
-from merkle_sync.chunking import HASH_CONTEXT, ContentTree, build_tree
+from merkle_sync.chunking import HASH_CONTEXT
+from merkle_sync.contenttree import ContentTree, build_tree
 
 KIND_DIR = 0
 KIND_BYTES = 1
@@ -49,7 +51,10 @@ class FileNode:
 
     @classmethod
     def from_data(cls, kind: int, data: bytes) -> FileNode:
-        tree = build_tree(data)
+        return cls.from_tree(kind, build_tree(data))
+
+    @classmethod
+    def from_tree(cls, kind: int, tree: ContentTree) -> FileNode:
         return cls(kind, tree, file_hash(kind, tree.root))
 
 
@@ -123,9 +128,14 @@ def put(root: DirNode, rel: str, node: Node | None) -> Node | None:
     return old
 
 
-def iter_tree(node: Node, rel: str = ""):
-    """Every ``(rel, node)`` below and including ``node``, parents before children."""
-    yield rel, node
-    if isinstance(node, DirNode):
-        for name, child in node.children.items():
-            yield from iter_tree(child, join(rel, name))
+def iter_tree(node: Node, rel: str = "") -> Iterator[tuple[str, Node]]:
+    """Every ``(rel, node)`` below and including ``node``, parents before children.
+
+    Iterative, so a tree of any depth never meets the recursion limit.
+    """
+    stack: list[tuple[str, Node]] = [(rel, node)]
+    while stack:
+        path, current = stack.pop()
+        yield path, current
+        if isinstance(current, DirNode):
+            stack.extend((join(path, n), c) for n, c in reversed(current.children.items()))

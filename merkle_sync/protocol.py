@@ -15,11 +15,22 @@ MIN_HASH = 8
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
 MAX_ITEMS = 4_000_000
-MAX_FILE_SIZE = 1 << 32
-MAX_FRAME = 1 << 30
+#: Files up to what a disk allows (``off_t``): nothing assumes a file fits in memory.
+MAX_FILE_SIZE = (1 << 63) - 1
+#: A decoded frame never exceeds this; compressed frames are inflated against it.
+MAX_FRAME = 256 << 20
 #: Spans of old content a target may be asked to cut into sub-chunks for one request.
 MAX_BASIS = 4096
 MAX_SPAN = 4 * CHUNK_MAX
+#: Budgets of one request, checked by the target before it reads or copies anything, and
+#: respected by the source when it cuts an apply into frames:
+#: old bytes a request's basis spans may make the target read (whole leaves around each span),
+MAX_BASIS_READ = 32 << 20
+#: and bytes of reused pieces one apply frame may name (copied in the kernel on a disk).
+MAX_REUSE = 1 << 30
+#: The one name at the root of either tree that is never mirrored: the target keeps its
+#: staging and kept files there (as ``.git`` or Syncthing's ``.stfolder``).
+RESERVED = ".merkle_sync"
 KINDS = (0, 1, 2)  # directory, bytes file, str file
 FILE_KINDS = (1, 2)
 
@@ -51,8 +62,10 @@ def check_path(path: object, root_ok: bool = False) -> str:
     if path == "":
         _require(root_ok, "empty path")
         return path
-    for part in path.split("/"):
+    parts = path.split("/")
+    for part in parts:
         check_name(part)
+    _require(parts[0] != RESERVED, f"{RESERVED!r} at the root is reserved")
     return path
 
 
@@ -117,8 +130,8 @@ class Span:
 
     def __post_init__(self) -> None:
         check_path(self.path)
-        check_int(self.start, 0, MAX_FILE_SIZE, "span start")
-        check_int(self.end, self.start + 1, self.start + MAX_SPAN, "span end")
+        check_int(self.start, 0, MAX_FILE_SIZE - 1, "span start")
+        check_int(self.end, self.start + 1, min(self.start + MAX_SPAN, MAX_FILE_SIZE), "span end")
 
 
 def check_basis(basis: object) -> None:
@@ -142,6 +155,7 @@ class Walk(Message):
         _require(self.root == b"" or check_hash(self.root, FULL_HASH) is not None, "bad root")
         for d in check_items(self.dirs, "dirs"):
             check_path(d, root_ok=True)
+        _require(len(set(self.dirs)) == len(self.dirs), "a directory is listed twice")
         for h in check_items(self.have, "have hashes"):
             check_hash(h, self.hash_len)
         check_basis(self.basis)
@@ -171,24 +185,59 @@ class WalkReply(Message):
         return i // 8 < len(self.have) and bool(self.have[i // 8] >> (i % 8) & 1)
 
 
+Refined = tuple[bytes | int, ...]
+Piece = bytes | int | Refined
+
+
+def _check_run(p: object) -> int:
+    """A count of literals taken in order; returns how many."""
+    _require(type(p) is int and 1 <= p <= MAX_ITEMS, f"bad piece {p!r}")
+    assert isinstance(p, int)
+    return p
+
+
+def literal_runs(pieces: tuple[Piece, ...]) -> int:
+    """How many literals a recipe takes, refined leaves included."""
+    total = 0
+    for p in pieces:
+        if isinstance(p, int):
+            total += p
+        elif isinstance(p, tuple):
+            total += sum(q for q in p if isinstance(q, int))
+    return total
+
+
 @dataclass(frozen=True, slots=True)
 class Write:
-    """Rebuild one file from pieces: a node hash (reused) or a count of the next literals."""
+    """Bytes ``[offset, offset + pieces)`` of one file, rebuilt from pieces in order.
+
+    A piece is a node hash of the new file's tree that the target holds, a count of the next
+    literal leaves, or a refined leaf: a tuple of sub-chunk hashes and literal counts that
+    together make one leaf. A file larger than a frame's budget continues in the next frame
+    with a larger ``offset``; it is complete when its pieces reach ``size``.
+    """
 
     path: str
     kind: int
     size: int
     hash: bytes
-    pieces: tuple[bytes | int, ...]
+    pieces: tuple[Piece, ...]
+    offset: int = 0
 
     def __post_init__(self) -> None:
         check_path(self.path)
         _require(self.kind in FILE_KINDS and type(self.kind) is int, f"bad file kind {self.kind!r}")
         check_int(self.size, 0, MAX_FILE_SIZE, "file size")
+        check_int(self.offset, 0, self.size, "write offset")
         _require(isinstance(self.hash, bytes), "file hash must be bytes")
         _require(len(check_items(self.pieces, "pieces")) >= 1, "a file needs at least one piece")
         for p in self.pieces:
-            _require(isinstance(p, bytes) or (type(p) is int and p >= 1), f"bad piece {p!r}")
+            if isinstance(p, tuple):
+                _require(1 <= len(p) <= CHUNK_MAX, "a refined leaf needs sub-pieces")
+                for q in p:
+                    _require(isinstance(q, bytes) or _check_run(q) > 0, f"bad sub-piece {q!r}")
+            else:
+                _require(isinstance(p, bytes) or _check_run(p) > 0, f"bad piece {p!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,10 +255,20 @@ class Apply(Message):
     literals: bytes
     #: As in ``Walk``: sub-chunks of this old content may be named as pieces.
     basis: tuple[Span, ...] = ()
+    #: An apply is a stream of frames numbered from 0; only the first carries ``base``,
+    #: removals, new directories and basis; the target replies to the last with its root.
+    part: int = 0
+    final: bool = True
 
     def __post_init__(self) -> None:
         check_hash_len(self.hash_len)
         check_basis(self.basis)
+        check_int(self.part, 0, 1 << 62, "part")
+        _require(isinstance(self.final, bool), "final must be bool")
+        _require(
+            self.part == 0 or not (self.base or self.removes or self.mkdirs or self.basis),
+            "only the first frame of an apply may carry a base, removals, directories or basis",
+        )
         _require(self.base == b"" or check_hash(self.base, self.hash_len) is not None, "bad base")
         for p in check_items(self.removes, "removes"):
             check_path(p)
@@ -221,11 +280,15 @@ class Apply(Message):
             _require(isinstance(w, Write), "writes holds a non-write")
             check_hash(w.hash, self.hash_len)
             for p in w.pieces:
-                if isinstance(p, bytes):
-                    check_hash(p, self.hash_len)
+                for q in p if isinstance(p, tuple) else (p,):
+                    if isinstance(q, bytes):
+                        check_hash(q, self.hash_len)
+        _require(
+            all(w.offset == 0 for w in self.writes[1:]), "only the first write may continue a file"
+        )
         for n in check_items(self.literal_sizes, "literal sizes"):
             check_int(n, 0, CHUNK_MAX, "literal size")
-        runs = sum(p for w in self.writes for p in w.pieces if isinstance(p, int))
+        runs = sum(literal_runs(w.pieces) for w in self.writes)
         _require(runs == len(self.literal_sizes), "pieces do not use each literal exactly once")
         _require(isinstance(self.literals, bytes), "literals must be bytes")
         _require(len(self.literals) == sum(self.literal_sizes), "literal sizes do not add up")
@@ -241,5 +304,15 @@ class ApplyReply(Message):
         check_hash(self.root, FULL_HASH)
 
 
+@dataclass(frozen=True, slots=True)
+class Ack(Message):
+    """The target applied frame ``part`` of an apply stream and waits for the next one."""
+
+    part: int
+
+    def __post_init__(self) -> None:
+        check_int(self.part, 0, 1 << 62, "part")
+
+
 Request = Walk | Apply
-Response = WalkReply | ApplyReply
+Response = WalkReply | ApplyReply | Ack

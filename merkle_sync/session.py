@@ -20,12 +20,16 @@ of reused target pieces and literal chunks.
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterator
 
-from merkle_sync.chunking import CHUNK_AVG, ContentTree, sub_chunks
+from merkle_sync.chunking import CHUNK_AVG, CHUNK_MAX, sub_chunks
+from merkle_sync.contenttree import ContentTree
+from merkle_sync.frames import ApplyHead, FrameCutter, Item
 from merkle_sync.merkle import KIND_DIR, DirNode, FileNode, Node, iter_tree, join, lookup
 from merkle_sync.protocol import (
+    MAX_BASIS_READ,
+    MAX_REUSE,
+    Ack,
     Apply,
     ApplyReply,
     Entry,
@@ -33,7 +37,6 @@ from merkle_sync.protocol import (
     Span,
     Walk,
     WalkReply,
-    Write,
 )
 
 _NodeRef = tuple[ContentTree, int, int]  # (tree, level, index)
@@ -45,14 +48,26 @@ PROBE_MIN = 64 << 10
 #: around the same place, when the file changed in at most REFINE_MAX_LEAVES leaves.
 REFINE_MIN = 2048
 REFINE_MAX_LEAVES = 64
+#: What the target reads for one basis span at most: the span widened to whole leaves.
+_SPAN_READ = 2 * CHUNK_AVG + 2 * CHUNK_MAX
 
-_Piece = tuple[bytes, int, int]  # (short hash, start, end); start < 0: the target has it
+_Piece = tuple[bytes, int, int]  # (short hash, start, end) of a sub-chunk
+
+#: ``read(rel, start, end)``: bytes of a source file.
+Read = Callable[[str, int, int], bytes]
 
 
 class SyncSession:
-    """Plans one sync of ``root`` onto the target; ``read(rel)`` returns a source file's bytes."""
+    """Plans one sync of ``root`` onto the target; ``read`` returns ranges of source files.
 
-    def __init__(self, root: DirNode, read: Callable[[str], bytes], hash_len: int) -> None:
+    Requests come out of ``start``/``start_change`` and ``receive``. An apply is a stream of
+    frames: through a synchronous RPC each frame waits for its ``Ack``; over a byte stream
+    ``ahead()`` hands out the next frames without waiting, and the replies are fed to
+    ``receive`` as they come. ``frames`` counts requests, ``round_trips`` the waits that cost a
+    network latency (each walk, and the end of the apply stream).
+    """
+
+    def __init__(self, root: DirNode, read: Read, hash_len: int) -> None:
         self.root = root
         self.read = read
         self.hash_len = hash_len
@@ -73,8 +88,15 @@ class SyncSession:
         self._refining = False
         self._refined: dict[bytes, list[_Piece]] = {}
         self._asked_subs: list[bytes] = []
-        self._data: dict[str, bytes] = {}
         self._basis: tuple[Span, ...] = ()
+        self._frames: Iterator[Apply] | None = None
+        self._handed = 0  # apply frames handed out
+        self._acked = 0
+        self._last: Apply | None = None
+        self.cutter: FrameCutter | None = None
+        self.frames = 0
+        self.round_trips = 0
+        self.done = False
 
     @property
     def equal(self) -> bool:
@@ -84,7 +106,13 @@ class SyncSession:
     def start(self) -> Walk:
         """Walk mode: the first round compares full root hashes, so a no-op is one round trip."""
         self._asked_dirs = [""]
-        return Walk(self.hash_len, self.root.hash, ("",), ())
+        return self._count(Walk(self.hash_len, self.root.hash, ("",), ()))
+
+    def _count(self, request: Walk | Apply) -> Walk | Apply:
+        self.frames += 1
+        if isinstance(request, Walk) or request.part == 0:
+            self.round_trips += 1
+        return request
 
     def start_change(
         self, rel: str, old: Node | None, known: Container[bytes], base: bytes
@@ -116,14 +144,15 @@ class SyncSession:
         return self._next()
 
     def receive(self, reply: object) -> Walk | Apply | None:
-        """Take the target's reply; return the next request, or ``None`` when finished."""
-        if isinstance(reply, ApplyReply):
-            self.target_root = reply.root
-            return None
+        """Take the target's reply; return the next request, or ``None`` when there is none
+        to send now (``done`` tells whether the sync is over)."""
+        if self._frames is not None:
+            return self._receive_apply(reply)
         if not isinstance(reply, WalkReply):
             raise ProtocolError(f"unexpected reply {type(reply).__name__}")
         if reply.equal:
             self.target_root = self.root.hash
+            self.done = True
             return None
         if len(reply.listings) != len(self._asked_dirs):
             raise ProtocolError("reply lists a different number of directories than asked")
@@ -145,16 +174,41 @@ class SyncSession:
                     self._probe((tree, level - 1, child))
         return self._next()
 
+    # -- the apply stream ------------------------------------------------------------------
+    def ahead(self) -> Apply | None:
+        """The next apply frame, to send before the reply to the previous one arrives."""
+        if self._frames is None or self._last is None or self._last.final:
+            return None
+        return self._hand()
+
+    def _hand(self) -> Apply:
+        assert self._frames is not None
+        self._last = next(self._frames)
+        self._handed += 1
+        return self._count(self._last)  # type: ignore[return-value]
+
+    def _receive_apply(self, reply: object) -> Apply | None:
+        if isinstance(reply, ApplyReply):
+            # The end of the stream, or a stale base refused at its first frame.
+            if self._acked != self._handed - 1 and self._acked != 0:
+                raise ProtocolError("the apply ended before all its frames were answered")
+            self.target_root = reply.root
+            self.done = True
+            return None
+        if not isinstance(reply, Ack) or reply.part != self._acked:
+            raise ProtocolError(f"unexpected reply {reply!r} to apply frame {self._acked}")
+        self._acked += 1
+        if self._acked < self._handed:
+            return None  # the next frame is already on its way
+        assert self._last is not None
+        if self._last.final:
+            raise ProtocolError("an apply's last frame was acknowledged, not answered")
+        return self._hand()
+
     # -- finding differences ---------------------------------------------------------------
     def _short(self, ref: _NodeRef) -> bytes:
         tree, level, index = ref
-        return tree.levels[level][index][: self.hash_len]
-
-    def _read(self, rel: str) -> bytes:
-        """A source file's bytes, fetched at most once per session (refinement, then apply)."""
-        if rel not in self._data:
-            self._data[rel] = self.read(rel)
-        return self._data[rel]
+        return tree.hash(level, index)[: self.hash_len]
 
     def _held(self, key: bytes) -> bool:
         return key in self._have or key in self._known
@@ -208,34 +262,40 @@ class SyncSession:
             self._asked_dirs, self._dirs = self._dirs, []
             self._asked, self._probes = self._probes, []
             have = tuple(self._short(r) for r in self._asked)
-            return Walk(self.hash_len, b"", tuple(self._asked_dirs), have)
+            return self._count(Walk(self.hash_len, b"", tuple(self._asked_dirs), have))
         self._asked_dirs, self._asked = [], []
         if self._old_paths and not self._refining:
             self._refining = True
             refine = self._refine()
             if refine is not None:
-                return refine
+                return self._count(refine)
         return self._apply()
 
     def _refine(self) -> Walk | None:
         """Ask which sub-chunks of the missing leaves the target has in its old version nearby.
 
         The span around each leaf is wide enough for small shifts; the target widens it to
-        whole leaves of its own file and cuts those, just as each new leaf is cut here.
+        whole leaves of its own file and cuts those, just as each new leaf is cut here. What
+        the target would read stays within its basis budget.
         """
         n = self.hash_len
         wants: dict[bytes, None] = {}
         spans: list[Span] = []
-        sent: set[bytes] = set()
+        budget = MAX_BASIS_READ
         for rel, node in self.writes.items():
-            missing = [(a, b) for _, a, b in self._cover(node, sent) if a >= 0]
-            big = [(a, b) for a, b in missing if b - a >= REFINE_MIN]
-            if rel not in self._old_paths or not big or len(missing) > REFINE_MAX_LEAVES:
+            if rel not in self._old_paths:
                 continue
-            data = self._read(rel)
-            for a, b in big:
-                parts = [(h[:n], a + s, a + e) for h, s, e in sub_chunks(data[a:b])]
-                self._refined[node.tree.levels[0][bisect_right(node.tree.ends[0], a)][:n]] = parts
+            missing = self._missing(node)
+            big = [(i, a, b) for i, a, b in missing if b - a >= REFINE_MIN]
+            if not big or len(missing) > REFINE_MAX_LEAVES:
+                continue
+            for i, a, b in big:
+                budget -= b - a + _SPAN_READ
+                if budget < 0:
+                    break
+                data = self.read(rel, a, b)
+                parts = [(h[:n], a + s, a + e) for h, s, e in sub_chunks(data)]
+                self._refined[node.tree.hash(0, i)[:n]] = parts
                 wants.update((p[0], None) for p in parts)
                 spans.append(Span(rel, max(a - CHUNK_AVG, 0), b + CHUNK_AVG))
         if not wants:
@@ -245,66 +305,69 @@ class SyncSession:
         return Walk(self.hash_len, b"", (), tuple(wants), self._basis)
 
     # -- the final request -----------------------------------------------------------------
-    def _cover(self, node: FileNode, sent: set[bytes]) -> list[_Piece]:
-        """The file as top-down pieces; a missing leaf that was refined becomes sub-chunks."""
+    def _missing(self, node: FileNode) -> list[tuple[int, int, int]]:
+        """``(leaf index, start, end)`` of the leaves the target holds nowhere."""
         tree = node.tree
-        out: list[_Piece] = []
+        out: list[tuple[int, int, int]] = []
         stack = [(tree.height - 1, 0)]
         while stack:
             level, index = stack.pop()
-            key = tree.levels[level][index][: self.hash_len]
-            if self._held(key) or key in sent:
-                out.append((key, -1, -1))
-            elif level:
+            if self._held(tree.hash(level, index)[: self.hash_len]):
+                continue
+            if level:
                 stack.extend((level - 1, c) for c in reversed(tree.children(level, index)))
-            elif key in self._refined:
-                for sub, start, end in self._refined[key]:
-                    held = self._held(sub) or sub in sent
-                    out.append((sub, -1, -1) if held else (sub, start, end))
-                    sent.add(sub)
             else:
-                out.append((key, *tree.span(0, index)))
-                sent.add(key)
+                out.append((index, *tree.span(0, index)))
         return out
 
+    def _cover(self, node: FileNode, held: Callable[[bytes], bool]) -> Iterator[Item]:
+        """The file as top-down items: held nodes, and leaves (with their sub-chunks if refined).
+
+        A held node larger than one frame may name is split into its children, which the
+        target holds too.
+        """
+        tree = node.tree
+        n = self.hash_len
+        stack = [(tree.height - 1, 0, False)]
+        while stack:
+            level, index, inside = stack.pop()
+            key = tree.hash(level, index)[:n]
+            start, end = tree.span(level, index)
+            if inside or held(key):
+                if level and end - start > MAX_REUSE:
+                    kids = reversed(tree.children(level, index))
+                    stack.extend((level - 1, c, True) for c in kids)
+                else:
+                    yield key, start, end, None
+            elif level:
+                stack.extend((level - 1, c, False) for c in reversed(tree.children(level, index)))
+            else:
+                yield key, start, end, tuple(self._refined.get(key, ()))
+
     def _literal_bytes(self) -> int:
-        sent: set[bytes] = set()
-        return sum(
-            end - start
-            for node in self.writes.values()
-            for _, start, end in self._cover(node, sent)
-            if start >= 0
-        )
+        seen: set[bytes] = set()
+        total = 0
+        for node in self.writes.values():
+            for key, start, end, subs in self._cover(node, self._held):
+                if subs is not None and key not in seen:
+                    seen.add(key)
+                    total += end - start
+        return total
 
     def _apply(self) -> Apply:
-        literals: list[bytes] = []
-        sent: set[bytes] = set()
-        writes = []
-        for rel, node in self.writes.items():
-            pieces: list[bytes | int] = []
-            data = None
-            for key, start, end in self._cover(node, sent):
-                if start < 0:
-                    pieces.append(key)
-                    continue
-                data = self._read(rel) if data is None else data
-                literals.append(data[start:end])
-                if pieces and isinstance(pieces[-1], int):
-                    pieces[-1] += 1
-                else:
-                    pieces.append(1)
-            size = node.tree.size
-            writes.append(Write(rel, node.kind, size, node.hash[: self.hash_len], tuple(pieces)))
-        return Apply(
-            self.hash_len,
-            self._base,
-            tuple(self.removes),
-            tuple(self.mkdirs),
-            tuple(writes),
-            tuple(len(x) for x in literals),
-            b"".join(literals),
-            self._basis,
+        head = ApplyHead(
+            self.hash_len, self._base, tuple(self.removes), tuple(self.mkdirs), self._basis
         )
+        self.cutter = cutter = FrameCutter(head, self._held, self.read)
+        writes = ((rel, node, self._cover(node, cutter.held)) for rel, node in self.writes.items())
+        self._frames = cutter.frames(writes)
+        return self._hand()
+
+    def planned_bytes(self) -> int:
+        """Literal bytes the apply will carry (an upper bound for very large applies), so the
+        transport can pick a compression level before the first frame."""
+        total = sum(node.tree.size for node in self.writes.values())
+        return total if total > 256 << 20 else self._literal_bytes()
 
 
 def _listing(node: Node | None, hash_len: int) -> tuple[Entry, ...]:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import posixpath
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from merkle_sync.fs import RangeReader
 from merkle_sync.merkle import DirNode, FileNode, Node, encode_content, iter_tree, lookup, put
-from merkle_sync.protocol import FULL_HASH, MIN_HASH, ProtocolError
+from merkle_sync.protocol import FULL_HASH, MIN_HASH, Apply, Message, ProtocolError
 from merkle_sync.scan import scan
 from merkle_sync.session import SyncSession
+from merkle_sync.wire import StreamEncoder, decode, encode, stream_level
 
 
 class SyncError(RuntimeError):
@@ -39,6 +42,20 @@ class _ReadCache(dict):
         self.size = 0
 
 
+@dataclass
+class SyncStats:
+    """What the syncs of a source cost so far (frames are requests; round trips are the waits
+    a byte-stream transport pays a network latency for)."""
+
+    syncs: int = 0
+    frames: int = 0
+    round_trips: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    literal_bytes: int = 0
+    reused_bytes: int = 0
+
+
 class ReplicatorSource:
     """Mirrors ``dir_path`` into the target behind ``rpc_handle``; events keep it mirrored."""
 
@@ -54,10 +71,17 @@ class ReplicatorSource:
         self.dir = posixpath.normpath(dir_path)
         self.rpc_handle = rpc_handle
         self.hash_len = hash_len
-        self._fresh = _ReadCache(keep_read)
-        #: Short hashes of every content node the target holds, valid while the target's root
-        #: is ``_target_root``; lets an event's sync skip the walk (``None``: state unknown).
+        self.stats = SyncStats()
+        #: A filesystem with ranged reads is streamed and read again only where bytes travel;
+        #: otherwise each file is read whole, once per scan and sync.
+        self._ranged = isinstance(fs, RangeReader)
+        self._fresh = _ReadCache(0 if self._ranged else keep_read)
+        self._data: dict[str, bytes] = {}
+        #: Short hashes of every content node the target holds (with multiplicity), valid
+        #: while the target's root is ``_target_root``; lets an event's sync skip the walk.
+        #: Built on the first event after a good sync, so a one-shot sync never pays for it.
         self._known: Counter[bytes] | None = None
+        self._in_sync = False  # the target equalled ``_target_root`` after the last sync
         self._target_root = b""
         root = scan(fs, self.dir, "", self._fresh)
         if not isinstance(root, DirNode):
@@ -119,11 +143,16 @@ class ReplicatorSource:
         self._watched = (self._watched - old) | new
 
     # -- syncing ---------------------------------------------------------------------------
-    def _read(self, rel: str) -> bytes:
+    def _read(self, rel: str, start: int, end: int) -> bytes:
+        """Bytes of a source file: a ranged read, or the whole file read once per sync."""
+        if self._ranged:
+            return self.fs.read_range(self._abs(rel), start, end - start)
         data = self._fresh.get(rel)
         if data is None:
-            data = encode_content(self.fs.readfile(self._abs(rel)))[1]
-        return data
+            data = self._data.get(rel)
+        if data is None:
+            data = self._data[rel] = encode_content(self.fs.readfile(self._abs(rel)))[1]
+        return data[start:end]
 
     def _content(self, node: Node | None) -> Counter[bytes]:
         """Short hashes of all content nodes below ``node``, with multiplicity."""
@@ -135,18 +164,54 @@ class ReplicatorSource:
         return found
 
     def _run(self, session: SyncSession, request: Any) -> None:
-        while request is not None:
-            request = session.receive(self.rpc_handle(request))
+        """Drive a session over the synchronous ``rpc_handle``: frames out, frames back.
+
+        Apply frames share one zstd stream per session; everything received is decoded and
+        validated here, where it is untrusted.
+        """
+        stats = self.stats
+        stats.syncs += 1
+        encoder: StreamEncoder | None = None
+        try:
+            while request is not None:
+                if isinstance(request, Apply):
+                    if encoder is None:
+                        planned = session.planned_bytes()
+                        encoder = StreamEncoder(stream_level(planned), planned)
+                    frame = encoder.encode(request)
+                else:
+                    frame = encode(request)
+                reply = self.rpc_handle(frame)
+                stats.bytes_up += len(frame)
+                if not isinstance(reply, Message):
+                    stats.bytes_down += len(reply)
+                    reply = decode(reply)
+                request = session.receive(reply)
+        finally:
+            stats.frames += session.frames
+            stats.round_trips += session.round_trips
+            if session.cutter is not None:
+                stats.literal_bytes += session.cutter.literal_bytes
+                stats.reused_bytes += session.cutter.reused_bytes
+            self._data.clear()
 
     def _sync_change(self, rel: str, old: Node | None, new: Node | None) -> None:
         """Send just this change when the target's state is known; otherwise walk."""
+        if self._in_sync and self._known is None:
+            # The record of the target: our tree as it was before this event.
+            built = self._content(self.tree)
+            built.subtract(self._content(new))
+            built.update(self._content(old))
+            self._known = +built
         known, self._known = self._known, None  # unknown until this sync succeeds
+        self._in_sync = False
         try:
             if known is None:
                 self.sync()
                 return
             if self.tree.hash == self._target_root:
                 self._known = known
+                self._in_sync = True
                 return  # the event changed nothing the target does not already have
             session = SyncSession(self.tree, self._read, self.hash_len)
             try:
@@ -160,6 +225,7 @@ class ReplicatorSource:
             known.subtract(self._content(old))
             known.update(self._content(new))
             self._known = +known
+            self._in_sync = True
             self._target_root = self.tree.hash
         finally:
             self._fresh.clear()
@@ -167,6 +233,7 @@ class ReplicatorSource:
     def sync(self) -> None:
         """Walk and apply with short hashes; if the end-to-end root check fails, redo with full."""
         self._known = None
+        self._in_sync = False
         try:
             for hash_len in dict.fromkeys((self.hash_len, FULL_HASH)):
                 session = SyncSession(self.tree, self._read, hash_len)
@@ -177,7 +244,7 @@ class ReplicatorSource:
                         raise
                     continue
                 if session.equal:
-                    self._known = self._content(self.tree)
+                    self._in_sync = True
                     self._target_root = self.tree.hash
                     return
             raise SyncError("target root differs from the source after a full-hash sync")

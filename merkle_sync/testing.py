@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from merkle_sync.protocol import RESERVED
+
 
 @dataclass
 class MeteredRpc:
@@ -39,11 +41,16 @@ class MeteredRpc:
 
 
 def snapshot(fs: Any, path: str) -> dict[str, Any]:
-    """Every path below ``path`` with its kind and exact content (``None`` for directories)."""
+    """Every path below ``path`` with its kind and exact content (``None`` for directories).
+
+    The reserved name at the root (the target's private state) is not part of a mirror.
+    """
     out: dict[str, Any] = {}
 
     def walk(p: str, rel: str) -> None:
         for name in fs.listdir(p):
+            if not rel and name == RESERVED:
+                continue
             child, crel = posixpath.join(p, name), posixpath.join(rel, name) if rel else name
             if fs.isdir(child):
                 out[crel] = None

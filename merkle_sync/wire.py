@@ -9,6 +9,7 @@ from merkle_sync.protocol import (
     MAX_FRAME,
     MAX_ITEMS,
     MAX_PATH_BYTES,
+    Ack,
     Apply,
     ApplyReply,
     Entry,
@@ -20,8 +21,13 @@ from merkle_sync.protocol import (
     Write,
 )
 
-_WALK, _WALK_REPLY, _APPLY, _APPLY_REPLY = 1, 2, 3, 4
+_WALK, _WALK_REPLY, _APPLY, _APPLY_REPLY, _ACK = 1, 2, 3, 4, 5
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # never the first byte of a msgpack array
+#: First byte of a frame compressed in the session's stream: the first such frame of a
+#: stream starts a new decompression context, the others continue it.
+STREAM_START, STREAM_NEXT = 0x01, 0x02
+#: Largest zstd window a peer may make the decoder allocate.
+MAX_WINDOW = 1 << 25
 #: Frames shorter than this are sent as they are: zstd's header would eat the gain.
 COMPRESS_MIN = 96
 #: (frame size below which, zstd level): squeeze small frames hard, keep big ones fast.
@@ -44,15 +50,18 @@ def _records(flat: object, cls: type) -> tuple:
     return tuple(cls(*flat[i : i + 3]) for i in range(0, len(flat), 3))
 
 
-def encode(msg: object) -> bytes:
-    """A msgpack frame whose first element names the message type."""
+def pack(msg: object) -> bytes:
+    """The msgpack body of a message; its first element names the message type."""
     if isinstance(msg, Walk):
         body = [_WALK, msg.hash_len, msg.root, msg.dirs, msg.have, _flat(msg.basis)]
     elif isinstance(msg, WalkReply):
         listings = [None if x is None else _flat(x) for x in msg.listings]
         body = [_WALK_REPLY, msg.equal, listings, msg.have, msg.indexed]
     elif isinstance(msg, Apply):
-        writes = [[w.path, w.kind, w.size, w.hash, w.pieces] for w in msg.writes]
+        writes = [
+            [w.path, w.kind, w.size, w.hash, w.pieces, *((w.offset,) if w.offset else ())]
+            for w in msg.writes
+        ]
         body = [
             _APPLY,
             msg.hash_len,
@@ -64,11 +73,20 @@ def encode(msg: object) -> bytes:
             msg.literals,
             _flat(msg.basis),
         ]
+        if msg.part or not msg.final:  # one frame alone costs nothing extra
+            body += (msg.part, msg.final)
     elif isinstance(msg, ApplyReply):
         body = [_APPLY_REPLY, msg.root]
+    elif isinstance(msg, Ack):
+        body = [_ACK, msg.part]
     else:
         raise TypeError(f"not a protocol message: {type(msg).__name__}")
-    return _squeeze(msgpack.packb(body, use_bin_type=True))
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def encode(msg: object) -> bytes:
+    """A frame on its own: msgpack, zstd-compressed as one frame when that makes it smaller."""
+    return _squeeze(pack(msg))
 
 
 def _squeeze(frame: bytes) -> bytes:
@@ -105,27 +123,50 @@ def _build(body: tuple) -> Message:
             equal, tuple(x if x is None else _records(x, Entry) for x in listings), have, indexed
         )
     if code == _APPLY:
-        hash_len, base, removes, mkdirs, writes, sizes, literals, basis = fields
-        if not isinstance(writes, tuple) or not all(isinstance(w, tuple) for w in writes):
-            raise ProtocolError("writes must be a list of lists")
+        if len(fields) not in (8, 10):
+            raise ProtocolError("an apply has 8 or 10 fields")
+        hash_len, base, removes, mkdirs, writes, sizes, literals, basis, *stream = fields
+        if not isinstance(writes, tuple) or not all(
+            isinstance(w, tuple) and len(w) in (5, 6) for w in writes
+        ):
+            raise ProtocolError("writes must be a list of 5 or 6 fields each")
         writes = tuple(Write(*w) for w in writes)
         return Apply(
-            hash_len, base, removes, mkdirs, writes, sizes, literals, _records(basis, Span)
+            hash_len, base, removes, mkdirs, writes, sizes, literals, _records(basis, Span), *stream
         )
     if code == _APPLY_REPLY:
         return ApplyReply(*fields)
+    if code == _ACK:
+        return Ack(*fields)
     raise ProtocolError(f"unknown message type {code!r}")
 
 
-def decode(frame: bytes | bytearray | memoryview) -> Message:
-    """Parse and validate a frame; caps are enforced before msgpack allocates anything."""
+def _check_frame(frame: object) -> bytes:
     if not isinstance(frame, (bytes, bytearray, memoryview)):
         raise ProtocolError(f"a frame must be bytes, not {type(frame).__name__}")
     if len(frame) > MAX_FRAME:
         raise ProtocolError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
+    return bytes(frame)
+
+
+def decode(frame: bytes | bytearray | memoryview) -> Message:
+    """Parse and validate a frame on its own; caps are enforced before anything is allocated."""
+    frame = _check_frame(frame)
+    if frame[:1] in (bytes((STREAM_START,)), bytes((STREAM_NEXT,))):
+        raise ProtocolError("a stream frame arrived where no stream is kept")
+    try:
+        raw = _unsqueeze(frame)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # zstd raises its own error type
+        raise ProtocolError(f"broken compressed frame: {type(exc).__name__}: {exc}") from exc
+    return _parse(raw)
+
+
+def _parse(raw: bytes) -> Message:
     try:
         body = msgpack.unpackb(
-            _unsqueeze(bytes(frame)),
+            raw,
             raw=False,
             use_list=False,
             max_str_len=MAX_PATH_BYTES,
@@ -141,3 +182,111 @@ def decode(frame: bytes | bytearray | memoryview) -> Message:
         raise
     except Exception as exc:  # msgpack and the constructors raise many types; the peer sees one
         raise ProtocolError(f"malformed frame: {type(exc).__name__}: {exc}") from exc
+
+
+def stream_level(planned: int) -> int:
+    """The zstd level for a stream of ``planned`` bytes: squeeze small syncs, keep big ones fast.
+
+    Random bytes pass through any level at hundreds of MB/s; these figures are for text.
+    """
+    for limit, level in _STREAM_LEVELS:
+        if planned < limit:
+            return level
+    return 3
+
+
+#: Measured on this machine: the 810 kB frame of 10,000 small text files compresses to
+#: 362 kB at level 16 (5.6 MB/s), 381 kB at 12 (17 MB/s), 379 kB at 19 (3.7 MB/s); the 2.4 MB
+#: text tree at level 12 in 0.1 s; level 6 runs at about 100 MB/s and level 3 keeps a
+#: multi-GiB initial sync near disk speed.
+_STREAM_LEVELS = ((128 << 10, 19), (1 << 20, 16), (8 << 20, 12), (64 << 20, 6))
+#: A frame whose literals are this large is sampled first: random or already compressed
+#: bytes then travel plain, skipping zstd's CPU time and its block headers.
+_SAMPLE = 64 << 10
+
+
+def _incompressible(msg: object) -> bool:
+    literals = getattr(msg, "literals", b"")
+    if len(literals) < 2 * _SAMPLE:
+        return False
+    middle = len(literals) // 2
+    sample = literals[middle - _SAMPLE // 2 : middle + _SAMPLE // 2]
+    return len(zstandard.ZstdCompressor(level=1).compress(sample)) > 0.97 * _SAMPLE
+
+
+class StreamEncoder:
+    """The source's half of one session's zstd stream: each frame is flushed, never reset.
+
+    Frames share one compression context, so bounded frames lose none of the cross-file
+    context that a single large frame had. Tiny frames travel plain and skip the stream.
+    """
+
+    def __init__(self, level: int, planned: int) -> None:
+        params = zstandard.ZstdCompressionParameters.from_level(
+            level, source_size=max(planned, 1), window_log=min(23, max(10, planned.bit_length()))
+        )
+        self._stream = zstandard.ZstdCompressor(compression_params=params).compressobj()
+        self._started = False
+
+    def encode(self, msg: object) -> bytes:
+        raw = pack(msg)
+        if len(raw) < COMPRESS_MIN or _incompressible(msg):
+            return raw
+        tag = STREAM_NEXT if self._started else STREAM_START
+        self._started = True
+        out = self._stream.compress(raw) + self._stream.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+        return bytes((tag,)) + out
+
+
+#: zstd regenerates at most 128 KiB from a 4-byte block, so a bounded input step bounds
+#: what one call can allocate: the step shrinks as the frame approaches ``MAX_FRAME``.
+_MAX_RATIO_LOG = 15
+
+
+def _inflate(stream: zstandard.ZstdDecompressionObj, data: bytes) -> bytes:
+    """Decompress one flushed segment of a stream, refusing to grow past ``MAX_FRAME``."""
+    out: list[bytes] = []
+    produced = 0
+    view = memoryview(data)
+    pos = 0
+    while pos < len(data):
+        step = max(1024, (MAX_FRAME - produced) >> _MAX_RATIO_LOG)
+        chunk = stream.decompress(view[pos : pos + step])
+        pos += step
+        produced += len(chunk)
+        if produced > MAX_FRAME:
+            raise ProtocolError(f"a stream frame inflates past {MAX_FRAME} bytes")
+        out.append(chunk)
+    return b"".join(out)
+
+
+class StreamDecoder:
+    """The target's half: frames of one stream in order; anything else on its own."""
+
+    def __init__(self) -> None:
+        self._stream: zstandard.ZstdDecompressionObj | None = None
+
+    def decode(self, frame: bytes | bytearray | memoryview) -> Message:
+        frame = _check_frame(frame)
+        tag = frame[0] if frame else -1
+        if tag not in (STREAM_START, STREAM_NEXT):
+            return decode(frame)
+        if tag == STREAM_START:
+            self._stream = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).decompressobj(
+                write_size=1 << 18
+            )
+        elif self._stream is None:
+            raise ProtocolError("a stream frame continues no stream")
+        try:
+            raw = _inflate(self._stream, frame[1:])
+        except Exception as exc:  # a broken stream cannot be resumed: the next must restart
+            self._stream = None
+            if isinstance(exc, ProtocolError):
+                raise
+            raise ProtocolError(f"broken stream frame: {type(exc).__name__}: {exc}") from exc
+        if not raw:
+            raise ProtocolError("a stream frame holds no message")
+        return _parse(raw)
+
+    def reset(self) -> None:
+        self._stream = None

@@ -6,13 +6,8 @@ from blake3 import blake3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from merkle_sync.chunking import (
-    CHUNK_MAX,
-    build_tree,
-    leaf_hash,
-    node_hash,
-    sub_chunks,
-)
+from merkle_sync.chunking import CHUNK_MAX, leaf_hash, node_hash, sub_chunks
+from merkle_sync.contenttree import build_tree
 
 VECTOR = blake3(b"merkle_sync vector").digest(length=1 << 20)
 VECTOR_ENDS = [
@@ -27,13 +22,13 @@ SUB_ENDS = [
 
 
 def test_chunk_boundaries_are_pinned():
-    assert list(build_tree(VECTOR[: 1 << 18]).ends[0]) == VECTOR_ENDS
+    assert list(build_tree(VECTOR[: 1 << 18]).leaf_ends()) == VECTOR_ENDS
     assert [end for _, _, end in sub_chunks(VECTOR[:8192])] == SUB_ENDS
 
 
 def test_tree_hashes_are_pinned():
     tree = build_tree(VECTOR)
-    assert [len(level) for level in tree.levels] == [121, 7, 1]
+    assert [tree.count(level) for level in range(tree.height)] == [121, 7, 1]
     assert tree.root.hex() == "fc2bce9c41e466921040b6421764776071007a3c858047e39b7c12099965eff3"
     assert build_tree(b"").root.hex() == (
         "280e9b8db25be7a48a9a338e0bc1015bdd25cfc29672a069dc1cf31a5ef9ca83"
@@ -47,18 +42,21 @@ def test_tree_structure_is_consistent(data, draw):
     tree = build_tree(data)
     assert tree.size == len(data)
     assert (
-        all(0 < b - a <= CHUNK_MAX for a, b in zip([0, *tree.ends[0]], tree.ends[0], strict=False))
+        all(
+            0 < b - a <= CHUNK_MAX
+            for a, b in zip([0, *tree.leaf_ends()], tree.leaf_ends(), strict=False)
+        )
         or not data
     )
     for level in range(1, tree.height):
-        for i, h in enumerate(tree.levels[level]):
+        for i, h in enumerate(tree.level(level)):
             kids = tree.children(level, i)
-            assert h == node_hash([tree.levels[level - 1][c] for c in kids])
+            assert h == node_hash(b"".join(tree.hash(level - 1, c) for c in kids))
             assert tree.span(level, i) == (
                 tree.span(level - 1, kids[0])[0],
                 tree.span(level - 1, kids[-1])[1],
             )
-    for i, h in enumerate(tree.levels[0]):
+    for i, h in enumerate(tree.level(0)):
         a, b = tree.span(0, i)
         assert h == leaf_hash(data[a:b])
 
@@ -68,7 +66,7 @@ def test_an_edit_changes_one_path_and_keeps_the_rest():
     edited = data[: 2 << 20] + b"X" + data[(2 << 20) + 1 :]
     before, after = build_tree(data), build_tree(edited)
     for level in range(min(before.height, after.height)):
-        changed = set(after.levels[level]) - set(before.levels[level])
+        changed = set(after.level(level)) - set(before.level(level))
         assert 1 <= len(changed) <= 2, (level, len(changed))
     inserted = build_tree(b"y" * 100 + data)
-    assert len(set(inserted.levels[0]) - set(before.levels[0])) == 1
+    assert len(set(inserted.level(0)) - set(before.level(0))) == 1

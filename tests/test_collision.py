@@ -6,8 +6,9 @@ from dataclasses import replace
 
 from merkle_sync import MemoryFileSystem, ReplicatorSource, ReplicatorTarget
 from merkle_sync.merkle import FileNode
-from merkle_sync.protocol import FULL_HASH, WalkReply
+from merkle_sync.protocol import FULL_HASH, Walk, WalkReply
 from merkle_sync.testing import MeteredRpc, same_tree
+from merkle_sync.wire import STREAM_NEXT, STREAM_START, decode, encode
 
 
 def test_truncated_hash_collision_falls_back_to_full_hashes():
@@ -22,10 +23,14 @@ def test_truncated_hash_collision_falls_back_to_full_hashes():
     forged = FileNode.from_content("source version").hash[:8]
     seen_hash_lens = []
 
-    def colliding(request):
+    def colliding(frame):
         """Make the target's short hash of d/victim equal the source's, as a collision would."""
-        reply = target.handle_request(request)
-        seen_hash_lens.append(request.hash_len)
+        reply = decode(target.handle_request(frame))
+        if frame[0] in (STREAM_START, STREAM_NEXT):  # apply frames travel in a zstd stream
+            return encode(reply)
+        request = decode(frame)
+        if isinstance(request, Walk):
+            seen_hash_lens.append(request.hash_len)
         if isinstance(reply, WalkReply) and request.hash_len < FULL_HASH:
             listings = tuple(
                 None
@@ -34,7 +39,7 @@ def test_truncated_hash_collision_falls_back_to_full_hashes():
                 for listing in reply.listings
             )
             reply = replace(reply, listings=listings)
-        return reply
+        return encode(reply)
 
     rpc = MeteredRpc(colliding)
     ReplicatorSource(fs, "/src", rpc)

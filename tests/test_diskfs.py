@@ -27,7 +27,9 @@ def test_disk_mirror_and_links_in_the_target_are_replaced_not_followed(tmp_path)
     assert not (dst / "link_dir").is_symlink() and not (dst / "link_file").is_symlink()
     assert (outside / "x").read_bytes() == b"must stay"
     assert (outside / "secret").read_bytes() == b"must stay too"
-    assert sorted(os.listdir(dst)) == ["link_dir", "link_file", "plain"]  # no temporary files
+    # no temporary files; the target's private state sits under the reserved name
+    assert sorted(os.listdir(dst)) == [".merkle_sync", "link_dir", "link_file", "plain"]
+    assert os.listdir(dst / ".merkle_sync" / "tmp") == []
 
 
 def test_links_in_the_source_are_not_followed(tmp_path):

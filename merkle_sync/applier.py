@@ -1,0 +1,254 @@
+"""Applying one apply stream on the target, frame by frame, each frame checked before it lands.
+
+Per frame: every write is staged (a temporary file on a disk, a buffer otherwise) while its
+content tree is rebuilt from the pieces: literal leaves are hashed as they pass, reused nodes
+are copied (in the kernel on a disk) and their leaves grafted from the tree the target already
+holds, so nothing is hashed twice and no whole file is ever in memory. A file complete in this
+frame is verified against its hash. Only when the whole frame checks out do its removals,
+new directories and completed files land, in that order. A file larger than a frame stays
+staged until the frame that completes it; a failure anywhere aborts the staged files.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+from merkle_sync.chunking import CHUNK_MAX, leaf_hash
+from merkle_sync.contenttree import TreeBuilder
+from merkle_sync.merkle import DirNode, FileNode, file_hash, lookup, put, split
+from merkle_sync.protocol import MAX_REUSE, Apply, ProtocolError, Write
+from merkle_sync.store import Sink, TargetStore
+
+Held = dict[bytes, tuple[bytes, bytes]]  # short hash -> (full hash, bytes)
+
+
+@dataclass
+class _Open:
+    """A file being staged: where it goes, what it must hash to, what is written so far."""
+
+    write: Write
+    sink: Sink
+    builder: TreeBuilder
+    content: object = None
+
+
+class ApplyStream:
+    """The frames of one apply, in order, against the target's tree and store."""
+
+    def __init__(self, tree: DirNode, store: TargetStore, hash_len: int, basis: Held) -> None:
+        self.tree = tree
+        self.store = store
+        self.hash_len = hash_len
+        self.basis = basis
+        self.next_part = 0
+        self.open: _Open | None = None
+        self.reused = 0  # bytes of reused pieces named by the current frame
+
+    def abort(self) -> None:
+        if self.open is not None:
+            self.open.sink.abort()
+            self.open = None
+        self.store.trim()
+
+    # -- one frame -------------------------------------------------------------------------
+    def apply(self, req: Apply) -> None:
+        if req.part != self.next_part or req.hash_len != self.hash_len:
+            raise ProtocolError(f"apply frame {req.part} arrived, {self.next_part} expected")
+        self.next_part += 1
+        self._check_layout(req)
+        done: list[_Open] = []
+        try:
+            self._stage(req, done)
+            if self.open is not None and req.final:
+                raise ProtocolError(f"the last frame leaves {self.open.write.path!r} unfinished")
+        except BaseException:
+            for staged in done:
+                staged.sink.abort()
+            self.abort()
+            raise
+        self._commit(req, done)
+        if req.final:
+            self.store.trim()
+
+    def _stage(self, req: Apply, done: list[_Open]) -> None:
+        literals = _Literals(req)
+        local: Held = {}  # literals of this frame, by short hash
+        cache: dict[str, bytes] = {}
+        self.reused = 0
+        for i, w in enumerate(req.writes):
+            if w.offset:
+                current = self.open
+                if i or current is None or not _continues(current.write, w, current.builder):
+                    raise ProtocolError(f"{w.path!r} does not continue the open file")
+            else:
+                if self.open is not None:
+                    raise ProtocolError(f"{self.open.write.path!r} was left unfinished")
+                current = _Open(w, self.store.open(), TreeBuilder())
+            self.open = current
+            for piece in w.pieces:
+                self._piece(current, piece, literals, local, cache)
+                if current.builder.size > w.size:
+                    raise ProtocolError(f"pieces of {w.path!r} exceed its declared size")
+            if current.builder.size < w.size:
+                if i != len(req.writes) - 1:
+                    raise ProtocolError(f"pieces of {w.path!r} do not add up to its size")
+                continue  # continues in the next frame
+            node = FileNode.from_tree(w.kind, current.builder.finish())
+            if file_hash(w.kind, node.tree.root)[: self.hash_len] != w.hash:
+                raise ProtocolError(f"assembled {w.path!r} does not match its hash")
+            current.content = self.store.finish(current.sink, w.kind)
+            current.builder = node  # type: ignore[assignment]  # done: keep the verified node
+            done.append(current)
+            self.open = None
+        if literals.left:
+            raise ProtocolError("literals left over")
+
+    def _piece(self, f: _Open, piece, literals: _Literals, local: Held, cache) -> None:
+        n = self.hash_len
+        if isinstance(piece, int):
+            for _ in range(piece):
+                data = literals.next()
+                digest = leaf_hash(data)
+                local.setdefault(digest[:n], (digest, data))
+                f.builder.leaf(digest, len(data))
+                f.sink.write(data)
+            return
+        if isinstance(piece, tuple):  # one leaf from sub-chunks
+            parts: list[bytes] = []
+            size = 0
+            for sub in piece:
+                for data in self._sub(sub, literals, local, cache, CHUNK_MAX - size):
+                    parts.append(data)
+                    size += len(data)
+            leaf = b"".join(parts)
+            f.builder.data(leaf)
+            f.sink.write(leaf)
+            return
+        found = local.get(piece) or self.basis.get(piece)
+        if found is not None:
+            f.builder.leaf(found[0], len(found[1]))
+            f.sink.write(found[1])
+            return
+        loc = self.store.index.find(piece)
+        if loc is None:
+            raise ProtocolError(f"unknown piece {piece.hex()}")
+        rel, node, level, index = loc
+        start, end = node.tree.span(level, index)
+        self.reused += end - start
+        if self.reused > MAX_REUSE or f.builder.size + end - start > f.write.size:
+            raise ProtocolError(f"{f.write.path!r} reuses more than one frame may name")
+        self.store.copy(f.sink, rel, start, end, cache)
+        f.builder.graft(node.tree, level, index)
+
+    def _sub(self, sub, literals: _Literals, local: Held, cache, room: int) -> list[bytes]:
+        """The bytes of one sub-piece of a refined leaf, never more than ``room``."""
+        if isinstance(sub, int):
+            out = [literals.next() for _ in range(sub)]
+            for data in out:
+                digest = leaf_hash(data)
+                local.setdefault(digest[: self.hash_len], (digest, data))
+        else:
+            found = local.get(sub) or self.basis.get(sub)
+            if found is not None:
+                out = [found[1]]
+            else:
+                loc = self.store.index.find(sub)
+                if loc is None:
+                    raise ProtocolError(f"unknown sub-chunk {sub.hex()}")
+                rel, node, level, index = loc
+                start, end = node.tree.span(level, index)
+                if end - start > room:
+                    raise ProtocolError("a refined leaf grows past the largest leaf")
+                out = [self.store.read(rel, start, end, cache)]
+        if sum(map(len, out)) > room:
+            raise ProtocolError("a refined leaf grows past the largest leaf")
+        return out
+
+    # -- layout and commit -----------------------------------------------------------------
+    def _check_layout(self, req: Apply) -> None:
+        """Every operation must make sense in order: nothing lands unless all of them do."""
+        removed: set[str] = set()
+        made: set[str] = set()
+
+        def gone(rel: str) -> bool:
+            parts = split(rel)
+            return any("/".join(parts[: i + 1]) in removed for i in range(len(parts)))
+
+        def is_dir(rel: str) -> bool:
+            if rel in made or not rel:
+                return True
+            return not gone(rel) and isinstance(lookup(self.tree, rel), DirNode)
+
+        def exists(rel: str) -> bool:
+            return rel in made or (not gone(rel) and lookup(self.tree, rel) is not None)
+
+        for rel in req.removes:
+            if not exists(rel):
+                raise ProtocolError(f"cannot remove {rel!r}: nothing is there")
+            removed.add(rel)
+        for rel in req.mkdirs:
+            if exists(rel) or not is_dir(posixpath.dirname(rel)):
+                raise ProtocolError(f"cannot make directory {rel!r}")
+            made.add(rel)
+        for w in req.writes:
+            if is_dir(w.path) or not is_dir(posixpath.dirname(w.path)):
+                raise ProtocolError(f"cannot write file {w.path!r}")
+
+    def _commit(self, req: Apply, done: list[_Open]) -> None:
+        store = self.store
+        for rel in req.removes:
+            old = lookup(self.tree, rel)
+            assert old is not None
+            store.remove(rel, old)
+            put(self.tree, rel, None)
+        for rel in req.mkdirs:
+            self.fs_makedir(rel)
+            put(self.tree, rel, DirNode())
+        for i, staged in enumerate(done):
+            rel = staged.write.path
+            old = lookup(self.tree, rel)
+            # Later frames may still name pieces of the old version: keep it a while.
+            if isinstance(old, FileNode) and (req.final or not store.keep(rel, old)):
+                store.index.remove(rel)
+            try:
+                store.commit(staged.sink, rel, staged.content)
+            except BaseException:
+                for rest in done[i + 1 :]:
+                    rest.sink.abort()
+                raise
+            node = staged.builder
+            assert isinstance(node, FileNode)
+            put(self.tree, rel, node)
+            store.index.add(rel, node)
+
+    def fs_makedir(self, rel: str) -> None:
+        self.store.fs.makedir(self.store.abs(rel))
+
+
+def _continues(open_write: Write, w: Write, builder: TreeBuilder) -> bool:
+    return (open_write.path, open_write.kind, open_write.size, open_write.hash) == (
+        w.path,
+        w.kind,
+        w.size,
+        w.hash,
+    ) and w.offset == builder.size
+
+
+class _Literals:
+    """The literal chunks of a frame, handed out in order."""
+
+    def __init__(self, req: Apply) -> None:
+        self._view = memoryview(req.literals)
+        self._sizes = iter(req.literal_sizes)
+        self._pos = 0
+        self.left = len(req.literal_sizes)
+
+    def next(self) -> bytes:
+        size = next(self._sizes, None)
+        if size is None:
+            raise ProtocolError("pieces use more literals than the frame carries")
+        self.left -= 1
+        data = self._view[self._pos : self._pos + size]
+        self._pos += size
+        return bytes(data)

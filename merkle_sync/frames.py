@@ -1,0 +1,184 @@
+"""Cutting one apply into bounded frames on the source (no I/O beyond the ``read`` passed in).
+
+Each frame carries at most ``literal_budget`` literal bytes and names at most ``MAX_REUSE``
+bytes of reused pieces, so neither side's memory depends on the size of a file or of a
+change. A large file spans frames (its ``Write`` continues at an ``offset``); many small
+files share one. A piece may be named by hash when the target can resolve it when the frame
+arrives: content it held before, a literal earlier in the same frame, or any node of a file
+completed in an earlier frame (the target indexes each file it commits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from merkle_sync.merkle import FileNode
+from merkle_sync.protocol import MAX_REUSE, Apply, Piece, Span, Write
+
+#: Literal bytes per frame. Measured on a 1 GiB initial sync over frames on this machine
+#: (README, "Choosing the frame budget"): 1 MiB frames cost 4% more time than 4 MiB ones and
+#: 16 MiB frames add 40 MiB of peak memory for no gain.
+FRAME_LITERALS = 4 << 20
+
+#: What a cover yields: a node the target holds ``(key, start, end, None)``, or a leaf it may
+#: lack ``(key, start, end, subs)`` with ``subs`` its refined sub-chunks (or ``()``).
+Item = tuple[bytes, int, int, "tuple[tuple[bytes, int, int], ...] | None"]
+
+
+@dataclass
+class _Frame:
+    writes: list[Write] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    chunks: list[bytes] = field(default_factory=list)
+    literal: int = 0
+    reused: int = 0
+    sent: set[bytes] = field(default_factory=set)
+    completed: list[FileNode] = field(default_factory=list)
+
+
+@dataclass
+class ApplyHead:
+    """What only the first frame of an apply carries."""
+
+    hash_len: int
+    base: bytes
+    removes: tuple[str, ...]
+    mkdirs: tuple[str, ...]
+    basis: tuple[Span, ...]
+
+
+class FrameCutter:
+    """Turns planned writes into a stream of ``Apply`` frames within the budgets."""
+
+    def __init__(
+        self,
+        head: ApplyHead,
+        held: Callable[[bytes], bool],
+        read: Callable[[str, int, int], bytes],
+        literal_budget: int = FRAME_LITERALS,
+        reuse_budget: int = MAX_REUSE,
+    ) -> None:
+        self.head = head
+        self.n = head.hash_len
+        self._held = held
+        self._read = read
+        self.literal_budget = literal_budget
+        self.reuse_budget = reuse_budget
+        self._done: set[bytes] = set()  # every node of files committed in earlier frames
+        self.literal_bytes = 0
+        self.reused_bytes = 0
+
+    def held(self, key: bytes) -> bool:
+        return self._held(key) or key in self._done
+
+    def frames(self, writes: Iterable[tuple[str, FileNode, Iterator[Item]]]) -> Iterator[Apply]:
+        part = 0
+        frame = _Frame()
+        for rel, node, items in writes:
+            offset = 0  # where the current segment of this file starts
+            pieces: list[Piece] = []
+            ranges: list[tuple[int, int]] = []
+            for item in items:
+                piece, lit, reuse, _ = self._decide(item, frame, dry=True)
+                if frame.literal + lit > self.literal_budget or (
+                    frame.reused + reuse > self.reuse_budget
+                ):
+                    if pieces:
+                        self._segment(frame, rel, node, offset, pieces, ranges)
+                        offset = item[1]
+                        pieces, ranges = [], []
+                    if frame.writes:
+                        yield self._build(frame, part, final=False)
+                        part += 1
+                        frame = _Frame()
+                piece, lit, reuse, more = self._decide(item, frame, dry=False)
+                frame.literal += lit
+                frame.reused += reuse
+                _append(pieces, piece)
+                ranges += more
+            self._segment(frame, rel, node, offset, pieces, ranges)
+            frame.completed.append(node)
+        yield self._build(frame, part, final=True)
+
+    def _decide(
+        self, item: Item, frame: _Frame, dry: bool
+    ) -> tuple[Piece, int, int, list[tuple[int, int]]]:
+        """The piece for one item, its literal bytes, its reused bytes and literal ranges."""
+        key, start, end, subs = item
+        if subs is None or self.held(key) or key in frame.sent:
+            return key, 0, end - start, []
+        if not subs:
+            if not dry:
+                frame.sent.add(key)
+            return 1, end - start, 0, [(start, end)]
+        sent = frame.sent if not dry else set(frame.sent)
+        refined: list[bytes | int] = []
+        ranges: list[tuple[int, int]] = []
+        for sub, a, b in subs:
+            if self.held(sub) or sub in sent:
+                refined.append(sub)
+            else:
+                sent.add(sub)
+                ranges.append((a, b))
+                _append(refined, 1)
+        return tuple(refined), sum(b - a for a, b in ranges), 0, ranges
+
+    def _segment(
+        self,
+        frame: _Frame,
+        rel: str,
+        node: FileNode,
+        offset: int,
+        pieces: list[Piece],
+        ranges: list[tuple[int, int]],
+    ) -> None:
+        """Close one file's segment in the frame, reading its literal bytes."""
+        frame.writes.append(
+            Write(rel, node.kind, node.tree.size, node.hash[: self.n], tuple(pieces), offset)
+        )
+        run_start = run_end = -1
+        sizes: list[int] = []
+        for a, b in ranges:
+            if a != run_end and run_end >= 0:
+                frame.chunks.append(self._read(rel, run_start, run_end))
+                run_start = -1
+            if run_start < 0:
+                run_start = a
+            run_end = b
+            sizes.append(b - a)
+        if run_start >= 0:
+            frame.chunks.append(self._read(rel, run_start, run_end))
+        frame.sizes += sizes
+        self.literal_bytes += sum(sizes)
+
+    def _build(self, frame: _Frame, part: int, final: bool) -> Apply:
+        literals = b"".join(frame.chunks)
+        if len(literals) != sum(frame.sizes):
+            raise OSError("a source file changed while it was being sent")
+        head = self.head
+        first = part == 0
+        msg = Apply(
+            self.n,
+            head.base if first else b"",
+            head.removes if first else (),
+            head.mkdirs if first else (),
+            tuple(frame.writes),
+            tuple(frame.sizes),
+            literals,
+            head.basis if first else (),
+            part,
+            final,
+        )
+        for node in frame.completed:  # the target indexes these when the frame lands
+            self._done.update(h[: self.n] for h, _, _ in node.tree.nodes())
+        self.reused_bytes += frame.reused
+        return msg
+
+
+def _append(pieces: list, piece: Piece) -> None:
+    """Consecutive literal counts merge into one."""
+    if isinstance(piece, int) and pieces and isinstance(pieces[-1], int):
+        pieces[-1] += piece
+    else:
+        pieces.append(piece)

@@ -1,0 +1,145 @@
+"""The target's content on its filesystem: reading held pieces, staging new files, keeping removed
+ones for reuse. The protocol logic (what to apply, in which order) lives in ``applier.py``.
+
+On a filesystem with the optional capabilities (``DiskFileSystem``) new files are staged in
+``<target>/.merkle_sync/tmp`` and renamed into place, reused ranges are copied in the kernel,
+and removed files are moved aside into ``<target>/.merkle_sync/held`` instead of being read.
+On a filesystem with only the contract, files are assembled in memory and written with one
+``writefile`` each, and removed files are read into memory while the budget lasts.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from merkle_sync.contentindex import ContentIndex, Graves
+from merkle_sync.fs import RangeReader, StagedFile, Stager
+from merkle_sync.merkle import FileNode, Node, decode_content, encode_content, iter_tree
+from merkle_sync.protocol import RESERVED, ProtocolError
+
+
+class MemoryStagedFile:
+    """A file assembled in memory, for filesystems that only have ``writefile``."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.buf += data
+
+    def copy_from(self, path: str, offset: int, length: int) -> None:  # pragma: no cover
+        raise NotImplementedError("memory staging copies through TargetStore.copy")
+
+    def commit(self, path: str) -> None:  # pragma: no cover
+        raise NotImplementedError("memory staging commits through TargetStore.commit")
+
+    def abort(self) -> None:
+        self.buf = bytearray()
+
+
+Sink = StagedFile | MemoryStagedFile
+
+
+class TargetStore:
+    """Everything the target does to its filesystem, and the index of what it holds."""
+
+    def __init__(self, fs: Any, root: str, keep_removed: int) -> None:
+        self.fs = fs
+        self.dir = root
+        self.keep_removed = keep_removed
+        self.index = ContentIndex()
+        self.ranged = isinstance(fs, RangeReader)
+        self.staging = self.ranged and isinstance(fs, Stager)
+        self._held_bytes: dict[str, bytes] = {}
+        self.graves = Graves(self.index, keep_removed, self._drop)
+        if self.staging:
+            state = posixpath.join(root, RESERVED)
+            self.tmp_dir = posixpath.join(state, "tmp")
+            self.held_dir = posixpath.join(state, "held")
+            for d in (self.tmp_dir, self.held_dir):  # leftovers of an interrupted run
+                if fs.exists(d):
+                    fs.removedir(d)
+                fs.makedirs(d)
+
+    def abs(self, rel: str) -> str:
+        return posixpath.join(self.dir, rel) if rel else self.dir
+
+    def where(self, rel: str) -> str:
+        """The path holding a file's or a grave's bytes."""
+        return posixpath.join(self.held_dir, rel[1:]) if rel[:1] == "\0" else self.abs(rel)
+
+    # -- reading ---------------------------------------------------------------------------
+    def read(self, rel: str, start: int, end: int, cache: dict[str, bytes]) -> bytes:
+        """Bytes ``[start, end)`` of a held file; whole files are read once per request."""
+        if rel in self._held_bytes:
+            return self._held_bytes[rel][start:end]
+        if self.ranged:
+            data = self.fs.read_range(self.where(rel), start, end - start)
+        else:
+            if rel not in cache:
+                cache[rel] = encode_content(self.fs.readfile(self.abs(rel)))[1]
+            data = cache[rel][start:end]
+        if len(data) != end - start:
+            raise ProtocolError(f"held file {rel!r} is shorter than its index says")
+        return data
+
+    # -- staging ---------------------------------------------------------------------------
+    def open(self) -> Sink:
+        return self.fs.stage(self.tmp_dir) if self.staging else MemoryStagedFile()
+
+    def copy(self, sink: Sink, rel: str, start: int, end: int, cache: dict[str, bytes]) -> None:
+        """Append reused bytes: in the kernel on a disk, through memory otherwise."""
+        if self.staging and rel not in self._held_bytes:
+            sink.copy_from(self.where(rel), start, end - start)
+        else:
+            sink.write(self.read(rel, start, end, cache))
+
+    def finish(self, sink: Sink, kind: int) -> object:
+        """Last check before commit: a ``str`` file must decode, whatever the hash said."""
+        if isinstance(sink, MemoryStagedFile):
+            try:
+                return decode_content(kind, bytes(sink.buf))
+            except UnicodeDecodeError as exc:
+                raise ProtocolError(f"str content is not UTF-8: {exc}") from exc
+        return None
+
+    def commit(self, sink: Sink, rel: str, content: object) -> None:
+        if isinstance(sink, MemoryStagedFile):
+            self.fs.writefile(self.abs(rel), content)
+        else:
+            sink.commit(self.abs(rel))
+
+    # -- removing --------------------------------------------------------------------------
+    def remove(self, rel: str, old: Node) -> None:
+        """Remove what is at ``rel``, keeping its files' content reusable while budgets allow."""
+        moved = {path for path, node in iter_tree(old, rel) if self.keep(path, node)}
+        if isinstance(old, FileNode):
+            if rel not in moved:
+                self.fs.removefile(self.abs(rel))
+        else:
+            self.fs.removedir(self.abs(rel))
+        for path, node in iter_tree(old, rel):
+            if isinstance(node, FileNode) and path not in moved:
+                self.index.remove(path)
+
+    def keep(self, rel: str, node: Node) -> bool:
+        """Make a file about to go a grave; True when the file itself was moved aside."""
+        if not isinstance(node, FileNode) or not self.graves.fits(node.tree.size):
+            return False
+        key = self.graves.new_key()
+        if self.staging:
+            self.fs.rename(self.abs(rel), self.where(key))
+        else:  # in memory: make room first, so the budget holds before anything is read
+            self.graves.trim(self.keep_removed - node.tree.size)
+            self._held_bytes[key] = encode_content(self.fs.readfile(self.abs(rel)))[1]
+        self.index.rename(rel, key)
+        self.graves.add(key, node)
+        return self.staging
+
+    def trim(self) -> None:
+        self.graves.trim(self.keep_removed)
+
+    def _drop(self, key: str) -> None:
+        if self._held_bytes.pop(key, None) is None and self.staging:
+            self.fs.removefile(self.where(key))
