@@ -17,7 +17,7 @@ def _ratio(a: float | None, b: float | None) -> str:
 def table(results: dict[str, dict[str, Any]]) -> str:
     """One row per workload: ours, naive and rsync side by side, with ratios from the same run."""
     head = (
-        "| workload | change B | ours B | naive B | rsync B | ours/rsync B | round trips "
+        "| workload | change B | ours B | naive B | rsync B | ours/rsync B | round trips (frames) "
         "| writes ours/naive | ours s | ours/naive time | ours/rsync time | peak RSS MiB |\n"
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
     )
@@ -27,7 +27,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         rows.append(
             f"| {name} | {_num(ours['bound'])} | {_num(ours['bytes'])} "
             f"| {_num(naive and naive['bytes'])} | {_num(rsync and rsync['bytes'])} "
-            f"| {_ratio(ours['bytes'], rsync and rsync['bytes'])} | {ours['round_trips']} "
+            f"| {_ratio(ours['bytes'], rsync and rsync['bytes'])} "
+            f"| {ours['round_trips']} ({ours.get('frames', ours['round_trips'])}) "
             f"| {ours['writes']}/{_num(naive and naive['writes'])} | {ours['seconds']:.3f} "
             f"| {_ratio(ours['seconds'], naive and naive['seconds'])} "
             f"| {_ratio(ours['seconds'], rsync and rsync['seconds'])} "

@@ -33,6 +33,13 @@ def _delta(after: dict[str, int], before: dict[str, int], *names: str) -> int:
     return sum(after.get(n, 0) - before.get(n, 0) for n in names)
 
 
+def _waits(source: Any, calls: int) -> int:
+    """Round trips a byte-stream transport waits a latency for: every call of a replicator
+    without apply streams, the walks and stream ends of ours."""
+    stats = getattr(source, "stats", None)
+    return stats.round_trips if stats is not None else calls
+
+
 def measure(workload: Workload, impl: str = "ours") -> dict[str, Any]:
     """Bytes, round trips, writes, reads and time of the workload's measured sync."""
     source_cls, target_cls = IMPLS[impl]
@@ -44,15 +51,17 @@ def measure(workload: Workload, impl: str = "ours") -> dict[str, Any]:
     target = target_cls(dst, DST)
     rpc = MeteredRpc(target.handle_request)
     d0 = dst.operation_counts()
+    waits0 = 0
     if workload.steps is None:
         r0 = src.operation_counts().get("readfile", 0)
         t0 = time.perf_counter()
-        source_cls(src, SRC, rpc)
+        source = source_cls(src, SRC, rpc)
         seconds = time.perf_counter() - t0
         source_reads = src.operation_counts().get("readfile", 0) - r0
     else:
         source = source_cls(src, SRC, rpc)
         rpc.reset()
+        waits0 = _waits(source, 0)
         d0 = dst.operation_counts()
         seconds, source_reads = 0.0, 0
         for events in workload.steps(src, SRC):  # the steps' own reads are not counted
@@ -69,7 +78,8 @@ def measure(workload: Workload, impl: str = "ours") -> dict[str, Any]:
         "bytes_up": rpc.bytes_up,
         "bytes_down": rpc.bytes_down,
         "bytes": rpc.total,
-        "round_trips": rpc.round_trips,
+        "round_trips": _waits(source, rpc.round_trips) - waits0,
+        "frames": rpc.round_trips,
         "writes": _delta(d1, d0, "writefile"),
         "other_mutations": _delta(d1, d0, *MUTATING),
         "source_reads": source_reads,

@@ -43,7 +43,6 @@ class ApplyStream:
         self.basis = basis
         self.next_part = 0
         self.open: _Open | None = None
-        self.reused = 0  # bytes of reused pieces named by the current frame
 
     def abort(self) -> None:
         if self.open is not None:
@@ -71,11 +70,33 @@ class ApplyStream:
         if req.final:
             self.store.trim()
 
+    def _reuse(self, req: Apply, local: Held) -> None:
+        """Add up what the frame's named pieces would copy, before anything is copied."""
+        total = 0
+        for w in req.writes:
+            for piece in w.pieces:
+                if not isinstance(piece, bytes):
+                    continue
+                found = local.get(piece) or self.basis.get(piece)
+                if found is not None:
+                    total += len(found[1])
+                else:
+                    loc = self.store.index.find(piece)
+                    if loc is None:
+                        raise ProtocolError(f"unknown piece {piece.hex()}")
+                    start, end = loc[1].tree.span(loc[2], loc[3])
+                    total += end - start
+                if total > MAX_REUSE:
+                    raise ProtocolError(f"a frame may name at most {MAX_REUSE} reused bytes")
+
     def _stage(self, req: Apply, done: list[_Open]) -> None:
         literals = _Literals(req)
-        local: Held = {}  # literals of this frame, by short hash
+        # Literals of this frame by short hash: each is hashed once, here.
+        local: Held = {}
+        for digest, data in zip(literals.digests, literals.chunks, strict=True):
+            local.setdefault(digest[: self.hash_len], (digest, data))
+        self._reuse(req, local)
         cache: dict[str, bytes] = {}
-        self.reused = 0
         for i, w in enumerate(req.writes):
             if w.offset:
                 current = self.open
@@ -105,12 +126,9 @@ class ApplyStream:
             raise ProtocolError("literals left over")
 
     def _piece(self, f: _Open, piece, literals: _Literals, local: Held, cache) -> None:
-        n = self.hash_len
         if isinstance(piece, int):
             for _ in range(piece):
-                data = literals.next()
-                digest = leaf_hash(data)
-                local.setdefault(digest[:n], (digest, data))
+                digest, data = literals.next()
                 f.builder.leaf(digest, len(data))
                 f.sink.write(data)
             return
@@ -135,19 +153,15 @@ class ApplyStream:
             raise ProtocolError(f"unknown piece {piece.hex()}")
         rel, node, level, index = loc
         start, end = node.tree.span(level, index)
-        self.reused += end - start
-        if self.reused > MAX_REUSE or f.builder.size + end - start > f.write.size:
-            raise ProtocolError(f"{f.write.path!r} reuses more than one frame may name")
+        if f.builder.size + end - start > f.write.size:
+            raise ProtocolError(f"pieces of {f.write.path!r} exceed its declared size")
         self.store.copy(f.sink, rel, start, end, cache)
         f.builder.graft(node.tree, level, index)
 
     def _sub(self, sub, literals: _Literals, local: Held, cache, room: int) -> list[bytes]:
         """The bytes of one sub-piece of a refined leaf, never more than ``room``."""
         if isinstance(sub, int):
-            out = [literals.next() for _ in range(sub)]
-            for data in out:
-                digest = leaf_hash(data)
-                local.setdefault(digest[: self.hash_len], (digest, data))
+            out = [literals.next()[1] for _ in range(sub)]
         else:
             found = local.get(sub) or self.basis.get(sub)
             if found is not None:
@@ -236,19 +250,23 @@ def _continues(open_write: Write, w: Write, builder: TreeBuilder) -> bool:
 
 
 class _Literals:
-    """The literal chunks of a frame, handed out in order."""
+    """The literal chunks of a frame with their leaf hashes, handed out in order."""
 
     def __init__(self, req: Apply) -> None:
-        self._view = memoryview(req.literals)
-        self._sizes = iter(req.literal_sizes)
-        self._pos = 0
-        self.left = len(req.literal_sizes)
+        view = memoryview(req.literals)
+        self.chunks: list[bytes] = []
+        pos = 0
+        for size in req.literal_sizes:
+            self.chunks.append(bytes(view[pos : pos + size]))
+            pos += size
+        self.digests = [leaf_hash(c) for c in self.chunks]
+        self._next = 0
+        self.left = len(self.chunks)
 
-    def next(self) -> bytes:
-        size = next(self._sizes, None)
-        if size is None:
+    def next(self) -> tuple[bytes, bytes]:
+        i = self._next
+        if i >= len(self.chunks):
             raise ProtocolError("pieces use more literals than the frame carries")
+        self._next += 1
         self.left -= 1
-        data = self._view[self._pos : self._pos + size]
-        self._pos += size
-        return bytes(data)
+        return self.digests[i], self.chunks[i]

@@ -24,7 +24,7 @@ from collections.abc import Callable, Container, Iterator
 
 from merkle_sync.chunking import CHUNK_AVG, CHUNK_MAX, sub_chunks
 from merkle_sync.contenttree import ContentTree
-from merkle_sync.frames import ApplyHead, FrameCutter, Item
+from merkle_sync.frames import FRAME_LITERALS, ApplyHead, FrameCutter, Item
 from merkle_sync.merkle import KIND_DIR, DirNode, FileNode, Node, iter_tree, join, lookup
 from merkle_sync.protocol import (
     MAX_BASIS_READ,
@@ -67,8 +67,11 @@ class SyncSession:
     network latency (each walk, and the end of the apply stream).
     """
 
-    def __init__(self, root: DirNode, read: Read, hash_len: int) -> None:
+    def __init__(
+        self, root: DirNode, read: Read, hash_len: int, frame_literals: int = FRAME_LITERALS
+    ) -> None:
         self.root = root
+        self.frame_literals = frame_literals
         self.read = read
         self.hash_len = hash_len
         self.removes: list[str] = []
@@ -358,7 +361,7 @@ class SyncSession:
         head = ApplyHead(
             self.hash_len, self._base, tuple(self.removes), tuple(self.mkdirs), self._basis
         )
-        self.cutter = cutter = FrameCutter(head, self._held, self.read)
+        self.cutter = cutter = FrameCutter(head, self._held, self.read, self.frame_literals)
         writes = ((rel, node, self._cover(node, cutter.held)) for rel, node in self.writes.items())
         self._frames = cutter.frames(writes)
         return self._hand()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from merkle_sync.frames import FRAME_LITERALS
 from merkle_sync.fs import RangeReader
 from merkle_sync.merkle import DirNode, FileNode, Node, encode_content, iter_tree, lookup, put
 from merkle_sync.protocol import FULL_HASH, MIN_HASH, Apply, Message, ProtocolError
@@ -66,11 +67,14 @@ class ReplicatorSource:
         rpc_handle: Callable[[Any], Any],
         hash_len: int = MIN_HASH,
         keep_read: int = KEEP_READ,
+        frame_literals: int = FRAME_LITERALS,
     ) -> None:
         self.fs = fs
         self.dir = posixpath.normpath(dir_path)
         self.rpc_handle = rpc_handle
         self.hash_len = hash_len
+        #: Literal bytes per apply frame: what one request carries and the target holds.
+        self.frame_literals = frame_literals
         self.stats = SyncStats()
         #: A filesystem with ranged reads is streamed and read again only where bytes travel;
         #: otherwise each file is read whole, once per scan and sync.
@@ -213,7 +217,7 @@ class ReplicatorSource:
                 self._known = known
                 self._in_sync = True
                 return  # the event changed nothing the target does not already have
-            session = SyncSession(self.tree, self._read, self.hash_len)
+            session = SyncSession(self.tree, self._read, self.hash_len, self.frame_literals)
             try:
                 base = self._target_root[: self.hash_len]
                 self._run(session, session.start_change(rel, old, known, base))
@@ -236,7 +240,7 @@ class ReplicatorSource:
         self._in_sync = False
         try:
             for hash_len in dict.fromkeys((self.hash_len, FULL_HASH)):
-                session = SyncSession(self.tree, self._read, hash_len)
+                session = SyncSession(self.tree, self._read, hash_len, self.frame_literals)
                 try:
                     self._run(session, session.start())
                 except ProtocolError:
