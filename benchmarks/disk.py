@@ -1,0 +1,254 @@
+"""``python -m benchmarks.disk``: merkle_sync against rsync on real directories.
+
+Each workload prepares a source and a target "before" state once. Each run restores the
+target, then times one fresh process under ``/usr/bin/time -v`` (wall time from the
+process, peak RSS from ``time``): ours (``benchmarks.disk_sync``, both sides in one
+process, frames between them) and rsync on the same trees. The table gives medians of
+``--runs`` runs (default 3) and the ratio of ours to rsync from the same run. The largest
+workloads run only with ``--full``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+MIB = 1 << 20
+GIB = 1 << 30
+RSYNC = ("rsync", "-a", "--delete", "--stats")
+
+
+def random_file(path: Path, size: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            block = os.urandom(min(left, 64 * MIB))
+            f.write(block)
+            left -= len(block)
+
+
+def flip_middle_byte(path: Path) -> None:
+    with open(path, "r+b") as f:
+        middle = os.path.getsize(path) // 2
+        f.seek(middle)
+        old = f.read(1)
+        f.seek(middle)
+        f.write(bytes([old[0] ^ 0xFF]))
+
+
+def age(path: Path) -> None:
+    """An old mtime on the target's copy, so rsync's quick check does not skip the file."""
+    os.utime(path, (1_600_000_000, 1_600_000_000))
+
+
+@dataclass(frozen=True)
+class DiskWorkload:
+    name: str
+    description: str
+    #: Builds ``src`` and the target's starting state ``before`` (empty for an initial sync).
+    prepare: Callable[[Path, Path], None]
+    rsync_args: tuple[str, ...] = ()
+    full_only: bool = False
+    side_memory: bool = False
+
+
+def _initial(size: int) -> Callable[[Path, Path], None]:
+    def prepare(src: Path, before: Path) -> None:
+        random_file(src / "big.img", size)
+
+    return prepare
+
+
+def _edit(size: int) -> Callable[[Path, Path], None]:
+    def prepare(src: Path, before: Path) -> None:
+        random_file(src / "big.img", size)
+        before.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / "big.img", before / "big.img")
+        age(before / "big.img")
+        flip_middle_byte(src / "big.img")
+
+    return prepare
+
+
+def _many(count: int, size: int) -> Callable[[Path, Path], None]:
+    def prepare(src: Path, before: Path) -> None:
+        for i in range(count):
+            random_file(src / f"d{i % 32:02}" / f"f{i:05}.bin", size)
+
+    return prepare
+
+
+def _tiny(count: int) -> Callable[[Path, Path], None]:
+    def prepare(src: Path, before: Path) -> None:
+        rng = __import__("random").Random(7)
+        for i in range(count):
+            path = src / f"d{i % 100:02}" / f"e{(i // 100) % 10}" / f"f{i:06}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(rng.randbytes(rng.randint(0, 2048)))
+
+    return prepare
+
+
+WORKLOADS = [
+    DiskWorkload("initial_1g", "one 1 GiB random file into an empty directory", _initial(GIB)),
+    DiskWorkload(
+        "edit_1g",
+        "1 byte overwritten in the middle of a 1 GiB file the target holds",
+        _edit(GIB),
+        ("--no-whole-file",),
+    ),
+    DiskWorkload("files_1100", "1,100 new files of 1 MiB", _many(1100, MIB)),
+    DiskWorkload("initial_4g", "one 4 GiB random file", _initial(4 * GIB), full_only=True),
+    DiskWorkload(
+        "edit_4g",
+        "1 byte overwritten in the middle of a 4 GiB file",
+        _edit(4 * GIB),
+        ("--no-whole-file",),
+        full_only=True,
+    ),
+    DiskWorkload(
+        "tiny_100k",
+        "100,000 files of 0-2 KiB: memory per file on each side",
+        _tiny(100_000),
+        side_memory=True,
+        full_only=True,
+    ),
+]
+
+_RSS = re.compile(r"Maximum resident set size \(kbytes\): (\d+)")
+_RSYNC_BYTES = re.compile(r"Total bytes (sent|received): ([\d,]+)")
+
+
+def _timed(cmd: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS in MiB and stdout of one fresh process."""
+    t0 = time.perf_counter()
+    done = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, check=True)
+    seconds = time.perf_counter() - t0
+    rss = int(_RSS.search(done.stderr).group(1)) / 1024  # type: ignore[union-attr]
+    return seconds, rss, done.stdout
+
+
+def _restore(before: Path, dst: Path) -> None:
+    if dst.exists():
+        shutil.rmtree(dst)
+    if before.exists():
+        subprocess.run(["cp", "-a", "--reflink=auto", str(before), str(dst)], check=True)
+    else:
+        dst.mkdir()
+    subprocess.run(["sync"], check=True)
+
+
+def run(workload: DiskWorkload, root: Path, runs: int) -> dict:
+    src, before, dst = root / "src", root / "before", root / "dst"
+    print(f"preparing {workload.name} ...", file=sys.stderr, flush=True)
+    src.mkdir()
+    workload.prepare(src, before)
+    ours: list[dict] = []
+    theirs: list[dict] = []
+    for i in range(runs):
+        print(f"  run {i + 1}/{runs}", file=sys.stderr, flush=True)
+        _restore(before, dst)
+        seconds, rss, out = _timed(
+            [sys.executable, "-m", "benchmarks.disk_sync", str(src), str(dst)]
+        )
+        ours.append({"seconds": seconds, "rss_mib": rss, **json.loads(out)})
+        if shutil.which("rsync"):
+            _restore(before, dst)
+            cmd = [*RSYNC, *workload.rsync_args, f"{src}/", f"{dst}/"]
+            seconds, rss, out = _timed(cmd)
+            sent = sum(int(n.replace(",", "")) for _, n in _RSYNC_BYTES.findall(out))
+            theirs.append({"seconds": seconds, "rss_mib": rss, "bytes": sent})
+    result = {"description": workload.description, "ours": ours, "rsync": theirs}
+    if workload.side_memory:
+        result["sides"] = _side_memory(src)
+    return result
+
+
+def _side_memory(src: Path) -> dict:
+    """Peak RSS of one side holding the tree, minus an interpreter with the same imports."""
+    base = _timed(
+        [sys.executable, "-m", "benchmarks.disk_sync", "--side", "source", "/nonexistent"]
+    )
+    out = {}
+    for side in ("source", "target"):
+        tmp = src if side == "source" else src  # the target indexes the same tree in place
+        _, rss, stdout = _timed(
+            [sys.executable, "-m", "benchmarks.disk_sync", "--side", side, str(tmp)]
+        )
+        files = json.loads(stdout)["files"]
+        out[side] = {
+            "files": files,
+            "rss_mib": rss,
+            "bytes_per_file": (rss - base[1]) * MIB / files,
+        }
+    return out
+
+
+def _median(rows: list[dict], key: str) -> float | None:
+    return statistics.median(r[key] for r in rows) if rows else None
+
+
+def table(results: dict) -> str:
+    head = (
+        "| workload | ours s | rsync s | ours/rsync time | ours peak RSS MiB | rsync peak RSS MiB "
+        "| ours B on the wire | rsync B | frames (round trips) | writes |\n"
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
+    )
+    rows = []
+    for name, r in results.items():
+        ours, rsync = r["ours"], r["rsync"]
+        ratios = [o["seconds"] / t["seconds"] for o, t in zip(ours, rsync, strict=False)]
+        last = ours[-1]
+        rsync_s = _median(rsync, "seconds")
+        rows.append(
+            f"| {name} | {_median(ours, 'seconds'):.2f} | "
+            + (f"{rsync_s:.2f}" if rsync_s else "n/a")
+            + f" | {statistics.median(ratios):.2f} | {_median(ours, 'rss_mib'):.0f} | "
+            + (f"{_median(rsync, 'rss_mib'):.0f}" if rsync else "n/a")
+            + f" | {last['bytes']:,} | "
+            + (f"{int(_median(rsync, 'bytes')):,}" if rsync else "n/a")
+            + f" | {last['frames']} ({last['round_trips']}) | {last['writes']} |"
+        )
+        for side, m in r.get("sides", {}).items():
+            rows.append(
+                f"| {name}: {side} side alone | | | | {m['rss_mib']:.0f} | | "
+                f"{m['bytes_per_file']:.0f} B per file | | | |"
+            )
+    return head + "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.disk", description=__doc__)
+    parser.add_argument("--full", action="store_true", help="include the 4 GiB and 100k workloads")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", nargs="+", metavar="NAME")
+    parser.add_argument("--dir", type=Path, help="where to build the trees (default: a temp dir)")
+    parser.add_argument("--json", type=Path, help="also write the raw runs here")
+    args = parser.parse_args(argv)
+    chosen = [w for w in WORKLOADS if (args.full or not w.full_only)]
+    if args.only:
+        chosen = [w for w in WORKLOADS if w.name in args.only]
+    results = {}
+    for workload in chosen:
+        with tempfile.TemporaryDirectory(prefix="ms-disk-", dir=args.dir) as tmp:
+            results[workload.name] = run(workload, Path(tmp), args.runs)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
