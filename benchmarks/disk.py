@@ -183,9 +183,8 @@ def _side_memory(src: Path) -> dict:
     )
     out = {}
     for side in ("source", "target"):
-        tmp = src if side == "source" else src  # the target indexes the same tree in place
         _, rss, stdout = _timed(
-            [sys.executable, "-m", "benchmarks.disk_sync", "--side", side, str(tmp)]
+            [sys.executable, "-m", "benchmarks.disk_sync", "--side", side, str(src)]
         )
         files = json.loads(stdout)["files"]
         out[side] = {

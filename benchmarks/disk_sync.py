@@ -48,11 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("paths", nargs="+")
     args = parser.parse_args(argv)
     fs = CountingDiskFileSystem()
-    if args.side:
-        tree = scan(fs, args.paths[0])
+    if args.side:  # one side's tree (and, for the target, its content index) and nothing else
+        path = args.paths[0]
+        tree = ReplicatorTarget(fs, path).tree if args.side == "target" else scan(fs, path)
         files = sum(isinstance(n, FileNode) for _, n in iter_tree(tree)) if tree else 0
-        if args.side == "target":
-            ReplicatorTarget(fs, args.paths[0])
         print(json.dumps({"files": files}))
         return
     src, dst = args.paths
