@@ -226,15 +226,17 @@ class ApplyStream:
             if isinstance(old, FileNode) and (req.final or not store.keep(rel, old)):
                 store.index.remove(rel)
             try:
-                store.commit(staged.sink, rel, staged.content)
+                node = staged.builder
+                assert isinstance(node, FileNode)
+                store.commit(staged.sink, rel, staged.content, node)
             except BaseException:
                 for rest in done[i + 1 :]:
                     rest.sink.abort()
+                store.flush()
                 raise
-            node = staged.builder
-            assert isinstance(node, FileNode)
             put(self.tree, rel, node)
             store.index.add(rel, node)
+        store.flush()
 
     def fs_makedir(self, rel: str) -> None:
         self.store.fs.makedir(self.store.abs(rel))

@@ -68,6 +68,10 @@ class ContentTree:
     def leaf_ends(self) -> array:
         return self._ends[0]
 
+    def leaf_hashes(self) -> bytes:
+        """The leaf level, packed: with ``leaf_ends`` all a tree needs to be rebuilt."""
+        return self._hashes[0]
+
     def span(self, level: int, index: int) -> tuple[int, int]:
         """Byte range ``[start, end)`` that a node covers."""
         ends = self._ends[level]
@@ -134,19 +138,23 @@ class TreeBuilder:
     def finish(self) -> ContentTree:
         if not self._ends:
             self.leaf(leaf_hash(b""), 0)
-        level = bytes(self._hashes)
-        hashes, ends, firsts = [level], [self._ends], [array("Q")]
-        while len(level) > HASH:
-            starts = _group(level)
-            child_ends = ends[-1]
-            stops = [*starts[1:], len(level) // HASH]
-            level = b"".join(
-                node_hash(level[a * HASH : b * HASH]) for a, b in zip(starts, stops, strict=True)
-            )
-            hashes.append(level)
-            ends.append(array("Q", (child_ends[b - 1] for b in stops)))
-            firsts.append(array("Q", starts))
-        return ContentTree(tuple(hashes), tuple(ends), tuple(firsts))
+        return tree_from_leaves(bytes(self._hashes), self._ends)
+
+
+def tree_from_leaves(level: bytes, leaf_ends: array) -> ContentTree:
+    """The tree above a leaf level: only node hashes are computed, no content is read."""
+    hashes, ends, firsts = [level], [leaf_ends], [array("Q")]
+    while len(level) > HASH:
+        starts = _group(level)
+        child_ends = ends[-1]
+        stops = [*starts[1:], len(level) // HASH]
+        level = b"".join(
+            node_hash(level[a * HASH : b * HASH]) for a, b in zip(starts, stops, strict=True)
+        )
+        hashes.append(level)
+        ends.append(array("Q", (child_ends[b - 1] for b in stops)))
+        firsts.append(array("Q", starts))
+    return ContentTree(tuple(hashes), tuple(ends), tuple(firsts))
 
 
 def _group(packed: bytes) -> list[int]:

@@ -33,6 +33,11 @@ def _is_dir(path: str) -> bool:
     return stat.S_ISDIR(os.lstat(path).st_mode)
 
 
+def _key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """The stat identity a persistent index trusts: any content change moves one of these."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
 def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
@@ -141,6 +146,18 @@ class DiskFileSystem(FileSystem):
             return out
         finally:
             os.close(fd)
+
+    def entries(self, path: str) -> list[tuple[str, bool, tuple[int, int, int, int, int]]]:
+        out = []
+        with os.scandir(path) as it:
+            for entry in it:
+                st = entry.stat(follow_symlinks=False)
+                is_dir = stat.S_ISDIR(st.st_mode)
+                out.append((entry.name, is_dir, _key(st)))
+        return out
+
+    def stat_key(self, path: str) -> tuple[int, int, int, int, int]:
+        return _key(os.lstat(path))
 
     def stage(self, tmp_dir: str) -> DiskStagedFile:
         return DiskStagedFile(tmp_dir)

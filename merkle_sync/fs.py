@@ -106,6 +106,19 @@ class StagedFile(Protocol):
 
 
 @runtime_checkable
+class StatScanner(Protocol):
+    """Lists a directory with one ``lstat`` per entry, for scans and persistent indexes.
+
+    ``entries`` yields ``(name, is_dir, key)``; ``key`` is the stat identity
+    ``(size, mtime_ns, ctime_ns, inode, device)`` of a non-directory.
+    """
+
+    def entries(self, path: str) -> list[tuple[str, bool, tuple[int, int, int, int, int]]]: ...
+
+    def stat_key(self, path: str) -> tuple[int, int, int, int, int]: ...
+
+
+@runtime_checkable
 class Stager(Protocol):
     """Creates staged files inside ``tmp_dir`` (on the same filesystem as the targets)."""
 

@@ -8,11 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from merkle_sync.fileindex import FileIndex, default_source_index
 from merkle_sync.frames import FRAME_LITERALS
-from merkle_sync.fs import RangeReader
+from merkle_sync.fs import RangeReader, StatScanner
 from merkle_sync.merkle import DirNode, FileNode, Node, encode_content, iter_tree, lookup, put
 from merkle_sync.protocol import FULL_HASH, MIN_HASH, Apply, Message, ProtocolError
-from merkle_sync.scan import scan
+from merkle_sync.scan import Scanner
 from merkle_sync.session import SyncSession
 from merkle_sync.wire import StreamEncoder, decode, encode, stream_level
 
@@ -68,7 +69,13 @@ class ReplicatorSource:
         hash_len: int = MIN_HASH,
         keep_read: int = KEEP_READ,
         frame_literals: int = FRAME_LITERALS,
+        index: str | bool = True,
+        verify: bool = False,
     ) -> None:
+        """``index``: the persistent index of the source's files, on a filesystem that lists
+        with stat identities: ``True`` keeps it in the user's cache directory (see
+        ``default_source_index``), a path puts it there, ``False`` hashes every file at
+        start. ``verify`` hashes every file whatever the index says (rsync's --checksum)."""
         self.fs = fs
         self.dir = posixpath.normpath(dir_path)
         self.rpc_handle = rpc_handle
@@ -87,7 +94,12 @@ class ReplicatorSource:
         self._known: Counter[bytes] | None = None
         self._in_sync = False  # the target equalled ``_target_root`` after the last sync
         self._target_root = b""
-        root = scan(fs, self.dir, "", self._fresh)
+        self._verify = verify
+        self._index: FileIndex | None = None
+        if index is not False and isinstance(fs, StatScanner):
+            path = index if isinstance(index, str) else default_source_index(self.dir)
+            self._index = FileIndex(path)
+        root = self._scan("")
         if not isinstance(root, DirNode):
             raise NotADirectoryError(f"source is not a directory: {self.dir!r}")
         self.tree: DirNode = root
@@ -105,7 +117,7 @@ class ReplicatorSource:
         while rel and not isinstance(lookup(self.tree, posixpath.dirname(rel)), DirNode):
             rel = posixpath.dirname(rel)
         old = lookup(self.tree, rel)
-        node = scan(self.fs, self._abs(rel), rel, self._fresh)
+        node = self._scan(rel)
         if not rel:
             if not isinstance(node, DirNode):
                 raise NotADirectoryError(f"source directory vanished: {self.dir!r}")
@@ -117,12 +129,21 @@ class ReplicatorSource:
 
     def rescan(self) -> None:
         """After lost events (a watcher's queue overflowed): rescan the source, then walk."""
-        root = scan(self.fs, self.dir, "", self._fresh)
+        root = self._scan("")
         if not isinstance(root, DirNode):
             raise NotADirectoryError(f"source directory vanished: {self.dir!r}")
         self.tree = root
         self._rewatch("", root)
         self.sync()
+
+    def _scan(self, rel: str) -> Node | None:
+        """The node at ``rel``, from the disk and the persistent index (kept in step)."""
+        scanner = Scanner(self.fs, self._fresh, self._index, self._verify)
+        node = scanner.node(self._abs(rel), rel)
+        if self._index is not None:
+            self._index.keep_only(scanner.seen, rel)
+            self._index.commit()
+        return node
 
     def _relative(self, path: str) -> str | None:
         if path == self.dir:

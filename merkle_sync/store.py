@@ -14,7 +14,8 @@ import posixpath
 from typing import Any
 
 from merkle_sync.contentindex import ContentIndex, Graves
-from merkle_sync.fs import RangeReader, StagedFile, Stager
+from merkle_sync.fileindex import FileIndex
+from merkle_sync.fs import RangeReader, StagedFile, Stager, StatScanner
 from merkle_sync.merkle import FileNode, Node, decode_content, encode_content, iter_tree
 from merkle_sync.protocol import RESERVED, ProtocolError
 
@@ -53,14 +54,26 @@ class TargetStore:
         self.staging = self.ranged and isinstance(fs, Stager)
         self._held_bytes: dict[str, bytes] = {}
         self.graves = Graves(self.index, keep_removed, self._drop)
+        #: The persistent index of the target's files, on a disk (see ``open_index``).
+        self.file_index: FileIndex | None = None
+        self.state_dir = posixpath.join(root, RESERVED)
         if self.staging:
-            state = posixpath.join(root, RESERVED)
+            state = self.state_dir
             self.tmp_dir = posixpath.join(state, "tmp")
             self.held_dir = posixpath.join(state, "held")
             for d in (self.tmp_dir, self.held_dir):  # leftovers of an interrupted run
                 if fs.exists(d):
                     fs.removedir(d)
                 fs.makedirs(d)
+
+    def open_index(self, index: str | bool) -> FileIndex | None:
+        """``True``: ``<target>/.merkle_sync/index.sqlite``; a path: there; ``False``: none.
+        Only a filesystem that lists with stat identities can trust an index."""
+        if index is False or not (self.staging and isinstance(self.fs, StatScanner)):
+            return None
+        path = index if isinstance(index, str) else posixpath.join(self.state_dir, "index.sqlite")
+        self.file_index = FileIndex(path)
+        return self.file_index
 
     def abs(self, rel: str) -> str:
         return posixpath.join(self.dir, rel) if rel else self.dir
@@ -104,11 +117,18 @@ class TargetStore:
                 raise ProtocolError(f"str content is not UTF-8: {exc}") from exc
         return None
 
-    def commit(self, sink: Sink, rel: str, content: object) -> None:
+    def commit(self, sink: Sink, rel: str, content: object, node: FileNode) -> None:
         if isinstance(sink, MemoryStagedFile):
             self.fs.writefile(self.abs(rel), content)
         else:
             sink.commit(self.abs(rel))
+        if self.file_index is not None:  # we wrote it and verified it: no need to hash again
+            key = self.fs.stat_key(self.abs(rel))
+            self.file_index.store(rel, key, node.kind, node.tree, own=True)
+
+    def flush(self) -> None:
+        if self.file_index is not None:
+            self.file_index.commit()
 
     # -- removing --------------------------------------------------------------------------
     def remove(self, rel: str, old: Node) -> None:
@@ -122,6 +142,8 @@ class TargetStore:
         for path, node in iter_tree(old, rel):
             if isinstance(node, FileNode) and path not in moved:
                 self.index.remove(path)
+        if self.file_index is not None:
+            self.file_index.forget_below(rel)
 
     def keep(self, rel: str, node: Node) -> bool:
         """Make a file about to go a grave; True when the file itself was moved aside."""
@@ -135,6 +157,8 @@ class TargetStore:
             self._held_bytes[key] = encode_content(self.fs.readfile(self.abs(rel)))[1]
         self.index.rename(rel, key)
         self.graves.add(key, node)
+        if self.file_index is not None:
+            self.file_index.forget(rel)
         return self.staging
 
     def trim(self) -> None:

@@ -20,7 +20,7 @@ from merkle_sync.protocol import (
     Walk,
     WalkReply,
 )
-from merkle_sync.scan import scan
+from merkle_sync.scan import Scanner
 from merkle_sync.store import TargetStore
 from merkle_sync.wire import StreamDecoder, encode
 
@@ -34,14 +34,29 @@ KEEP_REMOVED = 64 << 20
 class ReplicatorTarget:
     """Builds its tree once, then keeps it current through its own writes."""
 
-    def __init__(self, fs: Any, dir_path: str, keep_removed: int = KEEP_REMOVED) -> None:
+    def __init__(
+        self,
+        fs: Any,
+        dir_path: str,
+        keep_removed: int = KEEP_REMOVED,
+        index: str | bool = True,
+        verify: bool = False,
+    ) -> None:
+        """``index``: the persistent index of the target's files (on a disk only): ``True``
+        keeps it in ``<target>/.merkle_sync/index.sqlite``, a path puts it there, ``False``
+        hashes every file at start. ``verify`` ignores what the index says and hashes all."""
         self.fs = fs
         self.dir = posixpath.normpath(dir_path)
         if not fs.exists(self.dir):
             fs.makedirs(self.dir)
         self.store = TargetStore(fs, self.dir, keep_removed)
         self.index = self.store.index
-        root = scan(fs, self.dir)
+        file_index = self.store.open_index(index)
+        scanner = Scanner(fs, None, file_index, verify)
+        root = scanner.node(self.dir)
+        if file_index is not None:
+            file_index.keep_only(scanner.seen)
+            file_index.commit()
         if not isinstance(root, DirNode):
             raise NotADirectoryError(f"target is not a directory: {self.dir!r}")
         self.tree: DirNode = root

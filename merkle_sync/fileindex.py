@@ -1,0 +1,136 @@
+"""What a scan learned, kept on disk: each file's stat identity and content tree (sqlite, WAL).
+
+A restart whose files did not change reads no file content: it stats each entry and takes
+the tree from here. A file whose stat identity (size, mtime, ctime, inode, device) changed
+is hashed again; the ctime catches a change whose mtime was set back. Like git's index, a
+file modified less than ``RACY_NS`` before it was hashed is not remembered (it may change
+again within the same timestamp tick), so it is hashed again on the next scan. The index
+is a cache: deleting it, or finding it corrupt, only costs one full hash; ``verify``
+ignores it (rsync's ``--checksum``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from array import array
+from collections.abc import Iterable
+
+from merkle_sync.contenttree import ContentTree, tree_from_leaves
+
+#: A stat identity: (size, mtime_ns, ctime_ns, inode, device).
+StatKey = tuple[int, int, int, int, int]
+#: Entries of files changed this recently when stored are hashed again next time: the file
+#: may change again within the same timestamp tick and keep its stat identity.
+RACY_NS = 1_000_000_000
+_SCHEMA = 1
+
+
+class FileIndex:
+    """Path -> (stat identity, content tree); one sqlite file, written in transactions."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError:  # corrupt or foreign: a cache, so start over
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path + suffix)
+            self._db = self._open()
+        self.hits = 0
+        self.misses = 0
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version != _SCHEMA:
+            db.execute("DROP TABLE IF EXISTS files")
+            db.execute(f"PRAGMA user_version={_SCHEMA}")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS files (rel TEXT PRIMARY KEY, size INTEGER,"
+            " mtime INTEGER, ctime INTEGER, ino INTEGER, dev INTEGER, kind INTEGER,"
+            " leaves BLOB, ends BLOB)"
+        )
+        db.execute("SELECT count(*) FROM files").fetchone()  # fails early when corrupt
+        db.execute("BEGIN")
+        return db
+
+    def lookup(self, rel: str, key: StatKey) -> tuple[int, ContentTree] | None:
+        row = self._db.execute(
+            "SELECT size, mtime, ctime, ino, dev, kind, leaves, ends FROM files WHERE rel=?",
+            (rel,),
+        ).fetchone()
+        if row is None or tuple(row[:5]) != key:
+            self.misses += 1
+            return None
+        ends = array("Q")
+        ends.frombytes(row[7])
+        if len(row[6]) != 32 * len(ends) or not ends or ends[-1] != key[0]:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return row[5], tree_from_leaves(row[6], ends)
+
+    def store(
+        self, rel: str, key: StatKey, kind: int, tree: ContentTree, own: bool = False
+    ) -> None:
+        """Remember a file's tree. ``own``: the caller just wrote this content itself and
+        stat-ed it after the rename, so a recent timestamp is no reason for doubt."""
+        if not own and time.time_ns() - key[1] < RACY_NS:
+            self.forget(rel)  # racily clean: hash it again next time
+            return
+        self._db.execute(
+            "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?)",
+            (rel, *key, kind, tree.leaf_hashes(), tree.leaf_ends().tobytes()),
+        )
+
+    def forget(self, rel: str) -> None:
+        self._db.execute("DELETE FROM files WHERE rel=?", (rel,))
+
+    def forget_below(self, rel: str) -> None:
+        """Forget ``rel`` and everything under it (a removed directory)."""
+        if not rel:
+            self._db.execute("DELETE FROM files")
+            return
+        self._db.execute(
+            "DELETE FROM files WHERE rel=? OR (rel >= ? AND rel < ?)", (rel, rel + "/", rel + "0")
+        )
+
+    def keep_only(self, seen: Iterable[str], below: str = "") -> None:
+        """After scanning ``below`` (all of the tree by default): drop entries of paths there
+        that the scan did not see."""
+        keep = set(seen)
+        if below:
+            rows = self._db.execute(
+                "SELECT rel FROM files WHERE rel=? OR (rel >= ? AND rel < ?)",
+                (below, below + "/", below + "0"),
+            )
+        else:
+            rows = self._db.execute("SELECT rel FROM files")
+        gone = [r for (r,) in rows if r not in keep]
+        self._db.executemany("DELETE FROM files WHERE rel=?", ((r,) for r in gone))
+
+    def commit(self) -> None:
+        self._db.execute("COMMIT")
+        self._db.execute("BEGIN")
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("COMMIT")
+        self._db.close()
+
+
+def default_source_index(source_dir: str) -> str:
+    """Where a source keeps its index: the user's cache directory, never the source tree
+    (which may be read-only, and must not change because it is being mirrored)."""
+    from blake3 import blake3
+
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    name = blake3(os.fsencode(os.path.realpath(source_dir))).hexdigest()[:20]
+    return os.path.join(cache, "merkle_sync", "sources", f"{name}.sqlite")
