@@ -48,50 +48,39 @@ def flip_middle_byte(path: Path) -> None:
         f.write(bytes([old[0] ^ 0xFF]))
 
 
-def age(path: Path) -> None:
-    """An old mtime on the target's copy, so rsync's quick check does not skip the file."""
-    os.utime(path, (1_600_000_000, 1_600_000_000))
-
-
 @dataclass(frozen=True)
 class DiskWorkload:
+    """Without ``edit``: every run syncs ``src`` into an empty target with cold indexes.
+    With ``edit``: each tool first syncs its own target once (untimed); each run then flips
+    one byte in the middle of ``src/big.img`` and times the sync of that edit, as after a
+    previous sync: our indexes and rsync's target are as the last run left them."""
+
     name: str
     description: str
-    #: Builds ``src`` and the target's starting state ``before`` (empty for an initial sync).
-    prepare: Callable[[Path, Path], None]
+    prepare: Callable[[Path], None]
     rsync_args: tuple[str, ...] = ()
+    edit: bool = False
     full_only: bool = False
     side_memory: bool = False
 
 
-def _initial(size: int) -> Callable[[Path, Path], None]:
-    def prepare(src: Path, before: Path) -> None:
+def _initial(size: int) -> Callable[[Path], None]:
+    def prepare(src: Path) -> None:
         random_file(src / "big.img", size)
 
     return prepare
 
 
-def _edit(size: int) -> Callable[[Path, Path], None]:
-    def prepare(src: Path, before: Path) -> None:
-        random_file(src / "big.img", size)
-        before.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src / "big.img", before / "big.img")
-        age(before / "big.img")
-        flip_middle_byte(src / "big.img")
-
-    return prepare
-
-
-def _many(count: int, size: int) -> Callable[[Path, Path], None]:
-    def prepare(src: Path, before: Path) -> None:
+def _many(count: int, size: int) -> Callable[[Path], None]:
+    def prepare(src: Path) -> None:
         for i in range(count):
             random_file(src / f"d{i % 32:02}" / f"f{i:05}.bin", size)
 
     return prepare
 
 
-def _tiny(count: int) -> Callable[[Path, Path], None]:
-    def prepare(src: Path, before: Path) -> None:
+def _tiny(count: int) -> Callable[[Path], None]:
+    def prepare(src: Path) -> None:
         rng = __import__("random").Random(7)
         for i in range(count):
             path = src / f"d{i % 100:02}" / f"e{(i // 100) % 10}" / f"f{i:06}.txt"
@@ -106,16 +95,18 @@ WORKLOADS = [
     DiskWorkload(
         "edit_1g",
         "1 byte overwritten in the middle of a 1 GiB file the target holds",
-        _edit(GIB),
+        _initial(GIB),
         ("--no-whole-file",),
+        edit=True,
     ),
     DiskWorkload("files_1100", "1,100 new files of 1 MiB", _many(1100, MIB)),
     DiskWorkload("initial_4g", "one 4 GiB random file", _initial(4 * GIB), full_only=True),
     DiskWorkload(
         "edit_4g",
         "1 byte overwritten in the middle of a 4 GiB file",
-        _edit(4 * GIB),
+        _initial(4 * GIB),
         ("--no-whole-file",),
+        edit=True,
         full_only=True,
     ),
     DiskWorkload(
@@ -131,43 +122,52 @@ _RSS = re.compile(r"Maximum resident set size \(kbytes\): (\d+)")
 _RSYNC_BYTES = re.compile(r"Total bytes (sent|received): ([\d,]+)")
 
 
-def _timed(cmd: list[str]) -> tuple[float, float, str]:
+def _timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """Wall seconds, peak RSS in MiB and stdout of one fresh process."""
     t0 = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, check=True, env=env
+    )
     seconds = time.perf_counter() - t0
     rss = int(_RSS.search(done.stderr).group(1)) / 1024  # type: ignore[union-attr]
     return seconds, rss, done.stdout
 
 
-def _restore(before: Path, dst: Path) -> None:
-    if dst.exists():
-        shutil.rmtree(dst)
-    if before.exists():
-        subprocess.run(["cp", "-a", "--reflink=auto", str(before), str(dst)], check=True)
-    else:
-        dst.mkdir()
+def _fresh(*dirs: Path) -> None:
+    for d in dirs:
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir()
     subprocess.run(["sync"], check=True)
 
 
 def run(workload: DiskWorkload, root: Path, runs: int) -> dict:
-    src, before, dst = root / "src", root / "before", root / "dst"
+    src, ours_dst, rsync_dst, cache = (root / n for n in ("src", "ours", "rsync", "cache"))
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}  # the source's index lives here
+    ours_cmd = [sys.executable, "-m", "benchmarks.disk_sync", str(src), str(ours_dst)]
+    rsync_cmd = [*RSYNC, *workload.rsync_args, f"{src}/", f"{rsync_dst}/"]
+    has_rsync = shutil.which("rsync") is not None
     print(f"preparing {workload.name} ...", file=sys.stderr, flush=True)
     src.mkdir()
-    workload.prepare(src, before)
+    workload.prepare(src)
+    if workload.edit:
+        _fresh(ours_dst, rsync_dst, cache)
+        subprocess.run(ours_cmd, check=True, env=env, capture_output=True)
+        if has_rsync:
+            subprocess.run(rsync_cmd, check=True, capture_output=True)
     ours: list[dict] = []
     theirs: list[dict] = []
     for i in range(runs):
         print(f"  run {i + 1}/{runs}", file=sys.stderr, flush=True)
-        _restore(before, dst)
-        seconds, rss, out = _timed(
-            [sys.executable, "-m", "benchmarks.disk_sync", str(src), str(dst)]
-        )
+        if workload.edit:
+            flip_middle_byte(src / "big.img")
+            subprocess.run(["sync"], check=True)
+        else:
+            _fresh(ours_dst, rsync_dst, cache)
+        seconds, rss, out = _timed(ours_cmd, env)
         ours.append({"seconds": seconds, "rss_mib": rss, **json.loads(out)})
-        if shutil.which("rsync"):
-            _restore(before, dst)
-            cmd = [*RSYNC, *workload.rsync_args, f"{src}/", f"{dst}/"]
-            seconds, rss, out = _timed(cmd)
+        if has_rsync:
+            seconds, rss, out = _timed(rsync_cmd)
             sent = sum(int(n.replace(",", "")) for _, n in _RSYNC_BYTES.findall(out))
             theirs.append({"seconds": seconds, "rss_mib": rss, "bytes": sent})
     result = {"description": workload.description, "ours": ours, "rsync": theirs}

@@ -20,22 +20,27 @@ from merkle_sync.scan import scan
 
 
 class CountingDiskFileSystem(DiskFileSystem):
-    """Counts the files the target writes (staged commits and whole-file writes)."""
+    """Counts the files the target writes (staged and patched commits, whole-file writes)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.writes = 0
 
-    def stage(self, tmp_dir: str) -> DiskStagedFile:
-        staged = super().stage(tmp_dir)
-        commit = staged.commit
+    def _counted(self, sink: Any) -> Any:
+        commit = sink.commit
 
         def counted(path: str) -> None:
             commit(path)
             self.writes += 1
 
-        staged.commit = counted  # type: ignore[method-assign]
-        return staged
+        sink.commit = counted
+        return sink
+
+    def stage(self, tmp_dir: str) -> DiskStagedFile:
+        return self._counted(super().stage(tmp_dir))
+
+    def patch(self, path: str, journal_dir: str) -> Any:
+        return self._counted(super().patch(path, journal_dir))
 
     def writefile(self, path: str, content: Any) -> None:
         super().writefile(path, content)

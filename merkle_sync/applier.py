@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from merkle_sync.chunking import CHUNK_MAX, leaf_hash
 from merkle_sync.contenttree import TreeBuilder
 from merkle_sync.merkle import DirNode, FileNode, file_hash, lookup, put, split
+from merkle_sync.patchfile import PatchedFile
 from merkle_sync.protocol import MAX_REUSE, Apply, ProtocolError, Write
 from merkle_sync.store import Sink, TargetStore
 
@@ -46,7 +47,7 @@ class ApplyStream:
 
     def abort(self) -> None:
         if self.open is not None:
-            self.open.sink.abort()
+            self.store.abort(self.open.write.path, self.open.sink)
             self.open = None
         self.store.trim()
 
@@ -63,7 +64,7 @@ class ApplyStream:
                 raise ProtocolError(f"the last frame leaves {self.open.write.path!r} unfinished")
         except BaseException:
             for staged in done:
-                staged.sink.abort()
+                self.store.abort(staged.write.path, staged.sink)
             self.abort()
             raise
         self._commit(req, done)
@@ -105,12 +106,15 @@ class ApplyStream:
             else:
                 if self.open is not None:
                     raise ProtocolError(f"{self.open.write.path!r} was left unfinished")
-                current = _Open(w, self.store.open(), TreeBuilder())
+                # A file this frame removes first is never patched: it is about to go.
+                old = None if _under(w.path, req.removes) else lookup(self.tree, w.path)
+                current = _Open(w, self.store.open(w.path, old, w.size), TreeBuilder())
             self.open = current
             for piece in w.pieces:
                 self._piece(current, piece, literals, local, cache)
                 if current.builder.size > w.size:
                     raise ProtocolError(f"pieces of {w.path!r} exceed its declared size")
+            current.sink = self.store.segment_done(w.path, current.sink)
             if current.builder.size < w.size:
                 if i != len(req.writes) - 1:
                     raise ProtocolError(f"pieces of {w.path!r} do not add up to its size")
@@ -155,7 +159,10 @@ class ApplyStream:
         start, end = node.tree.span(level, index)
         if f.builder.size + end - start > f.write.size:
             raise ProtocolError(f"pieces of {f.write.path!r} exceed its declared size")
-        self.store.copy(f.sink, rel, start, end, cache)
+        if self.store.unchanged(f.sink, f.write.path, rel, start, f.builder.size):
+            f.sink.skip(end - start)  # patching in place: these bytes are already there
+        else:
+            self.store.copy(f.sink, rel, start, end, cache)
         f.builder.graft(node.tree, level, index)
 
     def _sub(self, sub, literals: _Literals, local: Held, cache, room: int) -> list[bytes]:
@@ -222,8 +229,10 @@ class ApplyStream:
         for i, staged in enumerate(done):
             rel = staged.write.path
             old = lookup(self.tree, rel)
-            # Later frames may still name pieces of the old version: keep it a while.
-            if isinstance(old, FileNode) and (req.final or not store.keep(rel, old)):
+            # Later frames may still name pieces of the old version: keep it a while (a file
+            # patched in place has no old version left to keep).
+            patched = isinstance(staged.sink, PatchedFile)
+            if isinstance(old, FileNode) and (req.final or patched or not store.keep(rel, old)):
                 store.index.remove(rel)
             try:
                 node = staged.builder
@@ -231,7 +240,7 @@ class ApplyStream:
                 store.commit(staged.sink, rel, staged.content, node)
             except BaseException:
                 for rest in done[i + 1 :]:
-                    rest.sink.abort()
+                    self.store.abort(rest.write.path, rest.sink)
                 store.flush()
                 raise
             put(self.tree, rel, node)
@@ -240,6 +249,10 @@ class ApplyStream:
 
     def fs_makedir(self, rel: str) -> None:
         self.store.fs.makedir(self.store.abs(rel))
+
+
+def _under(path: str, removed: tuple[str, ...]) -> bool:
+    return any(path == r or path.startswith(r + "/") for r in removed)
 
 
 def _continues(open_write: Write, w: Write, builder: TreeBuilder) -> bool:

@@ -22,6 +22,7 @@ import shutil
 import stat
 
 from merkle_sync.fs import Content, EventCallback, FileSystem, FileSystemEvent
+from merkle_sync.patchfile import PatchedFile, recover
 
 #: Bytes per ``copy_file_range`` / ``pread`` call when copying a range between files.
 COPY_STEP = 64 << 20
@@ -161,6 +162,12 @@ class DiskFileSystem(FileSystem):
 
     def stage(self, tmp_dir: str) -> DiskStagedFile:
         return DiskStagedFile(tmp_dir)
+
+    def patch(self, path: str, journal_dir: str) -> PatchedFile:
+        return PatchedFile(path, journal_dir)
+
+    def recover_patches(self, journal_dir: str) -> list[str]:
+        return recover(journal_dir)
 
     def rename(self, src: str, dst: str) -> None:
         os.rename(src, dst)

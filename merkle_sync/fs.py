@@ -6,7 +6,7 @@ import abc
 import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 class FileSystemEventType(enum.IntEnum):
@@ -116,6 +116,15 @@ class StatScanner(Protocol):
     def entries(self, path: str) -> list[tuple[str, bool, tuple[int, int, int, int, int]]]: ...
 
     def stat_key(self, path: str) -> tuple[int, int, int, int, int]: ...
+
+
+@runtime_checkable
+class Patcher(Protocol):
+    """Changes a large file in place behind an undo journal kept in ``journal_dir``."""
+
+    def patch(self, path: str, journal_dir: str) -> Any: ...
+
+    def recover_patches(self, journal_dir: str) -> list[str]: ...
 
 
 @runtime_checkable

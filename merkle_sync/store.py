@@ -15,9 +15,16 @@ from typing import Any
 
 from merkle_sync.contentindex import ContentIndex, Graves
 from merkle_sync.fileindex import FileIndex
-from merkle_sync.fs import RangeReader, StagedFile, Stager, StatScanner
+from merkle_sync.fs import Patcher, RangeReader, StagedFile, Stager, StatScanner
 from merkle_sync.merkle import FileNode, Node, decode_content, encode_content, iter_tree
+from merkle_sync.patchfile import NotPatchable, PatchedFile
 from merkle_sync.protocol import RESERVED, ProtocolError
+
+#: Files at least this large are changed in place behind an undo journal when their new
+#: version keeps every byte of the old one's length, so an edit writes only what changed.
+PATCH_MIN = 64 << 20
+#: Bytes a patch may overwrite (and journal); past this the file is staged and renamed.
+PATCH_MAX = 64 << 20
 
 
 class MemoryStagedFile:
@@ -39,13 +46,15 @@ class MemoryStagedFile:
         self.buf = bytearray()
 
 
-Sink = StagedFile | MemoryStagedFile
+Sink = StagedFile | MemoryStagedFile | PatchedFile
 
 
 class TargetStore:
     """Everything the target does to its filesystem, and the index of what it holds."""
 
-    def __init__(self, fs: Any, root: str, keep_removed: int) -> None:
+    def __init__(
+        self, fs: Any, root: str, keep_removed: int, patch_min: int | None = PATCH_MIN
+    ) -> None:
         self.fs = fs
         self.dir = root
         self.keep_removed = keep_removed
@@ -61,10 +70,14 @@ class TargetStore:
             state = self.state_dir
             self.tmp_dir = posixpath.join(state, "tmp")
             self.held_dir = posixpath.join(state, "held")
+            if isinstance(fs, Patcher) and fs.exists(self.tmp_dir):
+                fs.recover_patches(self.tmp_dir)  # a crash mid-patch: the old version returns
             for d in (self.tmp_dir, self.held_dir):  # leftovers of an interrupted run
                 if fs.exists(d):
                     fs.removedir(d)
                 fs.makedirs(d)
+        self.patch_min = patch_min if self.staging and isinstance(fs, Patcher) else None
+        self._patches: dict[str, PatchedFile] = {}  # open patches by path: their old bytes
 
     def open_index(self, index: str | bool) -> FileIndex | None:
         """``True``: ``<target>/.merkle_sync/index.sqlite``; a path: there; ``False``: none.
@@ -85,6 +98,8 @@ class TargetStore:
     # -- reading ---------------------------------------------------------------------------
     def read(self, rel: str, start: int, end: int, cache: dict[str, bytes]) -> bytes:
         """Bytes ``[start, end)`` of a held file; whole files are read once per request."""
+        if rel in self._patches:
+            return self._patches[rel].read_old(start, end - start)
         if rel in self._held_bytes:
             return self._held_bytes[rel][start:end]
         if self.ranged:
@@ -98,15 +113,59 @@ class TargetStore:
         return data
 
     # -- staging ---------------------------------------------------------------------------
-    def open(self) -> Sink:
+    def open(self, rel: str, old: Node | None, size: int) -> Sink:
+        """Where a new version of ``rel`` is built: in place, staged, or in memory."""
+        big = isinstance(old, FileNode) and self.patch_min is not None
+        if big and old.tree.size >= self.patch_min and size >= old.tree.size:  # type: ignore
+            try:
+                patch = self.fs.patch(self.abs(rel), self.tmp_dir)
+            except (NotPatchable, OSError):
+                pass
+            else:
+                self._patches[rel] = patch
+                return patch
         return self.fs.stage(self.tmp_dir) if self.staging else MemoryStagedFile()
+
+    def unchanged(self, sink: Sink, path: str, rel: str, start: int, at: int) -> bool:
+        """True when a reused piece is already in place in the file being patched."""
+        return isinstance(sink, PatchedFile) and rel == path and start == at
 
     def copy(self, sink: Sink, rel: str, start: int, end: int, cache: dict[str, bytes]) -> None:
         """Append reused bytes: in the kernel on a disk, through memory otherwise."""
-        if self.staging and rel not in self._held_bytes:
+        patched = self._patches.get(rel)
+        if patched is not None and patched is not sink:  # its old bytes, partly journaled
+            for at in range(start, end, 1 << 20):
+                sink.write(patched.read_old(at, min(1 << 20, end - at)))
+        elif self.staging and rel not in self._held_bytes:
             sink.copy_from(self.where(rel), start, end - start)
         else:
             sink.write(self.read(rel, start, end, cache))
+
+    def segment_done(self, rel: str, sink: Sink) -> Sink:
+        """A frame's part of a file is queued: patch it now, or stage the file instead when
+        the patch would overwrite more than ``PATCH_MAX``."""
+        if not isinstance(sink, PatchedFile):
+            return sink
+        if sink.journaled + sink.pending() <= PATCH_MAX:
+            sink.flush()
+            return sink
+        staged = self.fs.stage(self.tmp_dir)
+        staged.copy_from(sink.path, 0, sink.flushed)  # the new content written so far
+        ops = sink.take_ops()
+        sink.abort()  # the old version is back, for the queued pieces to copy from
+        del self._patches[rel]
+        for op in ops:
+            if op[0] == "skip":
+                staged.copy_from(sink.path, op[1], op[2])
+            elif op[0] == "data":
+                staged.write(op[2])
+            else:
+                staged.copy_from(op[2], op[3], op[4])
+        return staged
+
+    def abort(self, rel: str, sink: Sink) -> None:
+        sink.abort()
+        self._patches.pop(rel, None)
 
     def finish(self, sink: Sink, kind: int) -> object:
         """Last check before commit: a ``str`` file must decode, whatever the hash said."""
@@ -122,6 +181,7 @@ class TargetStore:
             self.fs.writefile(self.abs(rel), content)
         else:
             sink.commit(self.abs(rel))
+            self._patches.pop(rel, None)
         if self.file_index is not None:  # we wrote it and verified it: no need to hash again
             key = self.fs.stat_key(self.abs(rel))
             self.file_index.store(rel, key, node.kind, node.tree, own=True)

@@ -21,7 +21,7 @@ from merkle_sync.protocol import (
     WalkReply,
 )
 from merkle_sync.scan import Scanner
-from merkle_sync.store import TargetStore
+from merkle_sync.store import PATCH_MIN, TargetStore
 from merkle_sync.wire import StreamDecoder, encode
 
 #: Bytes of removed files kept for reuse, so that a rename, which arrives as a removal and
@@ -41,15 +41,18 @@ class ReplicatorTarget:
         keep_removed: int = KEEP_REMOVED,
         index: str | bool = True,
         verify: bool = False,
+        patch_min: int | None = PATCH_MIN,
     ) -> None:
         """``index``: the persistent index of the target's files (on a disk only): ``True``
         keeps it in ``<target>/.merkle_sync/index.sqlite``, a path puts it there, ``False``
-        hashes every file at start. ``verify`` ignores what the index says and hashes all."""
+        hashes every file at start. ``verify`` ignores what the index says and hashes all.
+        ``patch_min``: files at least this large are changed in place behind an undo
+        journal, writing only what changed (on a disk only; ``None``: always stage)."""
         self.fs = fs
         self.dir = posixpath.normpath(dir_path)
         if not fs.exists(self.dir):
             fs.makedirs(self.dir)
-        self.store = TargetStore(fs, self.dir, keep_removed)
+        self.store = TargetStore(fs, self.dir, keep_removed, patch_min)
         self.index = self.store.index
         file_index = self.store.open_index(index)
         scanner = Scanner(fs, None, file_index, verify)
