@@ -37,11 +37,19 @@ class _Open:
 class ApplyStream:
     """The frames of one apply, in order, against the target's tree and store."""
 
-    def __init__(self, tree: DirNode, store: TargetStore, hash_len: int, basis: Held) -> None:
+    def __init__(
+        self,
+        tree: DirNode,
+        store: TargetStore,
+        hash_len: int,
+        basis: Held,
+        confirmed: list[bytes] | None = None,
+    ) -> None:
         self.tree = tree
         self.store = store
         self.hash_len = hash_len
         self.basis = basis
+        self.confirmed = confirmed if confirmed is not None else []
         self.next_part = 0
         self.open: _Open | None = None
 
@@ -76,6 +84,8 @@ class ApplyStream:
         total = 0
         for w in req.writes:
             for piece in w.pieces:
+                if isinstance(piece, int) and piece < 0:
+                    piece = self._named(piece)
                 if not isinstance(piece, bytes):
                     continue
                 found = local.get(piece) or self.basis.get(piece)
@@ -129,7 +139,15 @@ class ApplyStream:
         if literals.left:
             raise ProtocolError("literals left over")
 
+    def _named(self, position: int) -> bytes:
+        """The hash a negative piece names: the target confirmed it during the walk."""
+        if -position > len(self.confirmed):
+            raise ProtocolError(f"piece {position} names no confirmed hash")
+        return self.confirmed[-position - 1]
+
     def _piece(self, f: _Open, piece, literals: _Literals, local: Held, cache) -> None:
+        if isinstance(piece, int) and piece < 0:
+            piece = self._named(piece)
         if isinstance(piece, int):
             for _ in range(piece):
                 digest, data = literals.next()
@@ -167,6 +185,8 @@ class ApplyStream:
 
     def _sub(self, sub, literals: _Literals, local: Held, cache, room: int) -> list[bytes]:
         """The bytes of one sub-piece of a refined leaf, never more than ``room``."""
+        if isinstance(sub, int) and sub < 0:
+            sub = self._named(sub)
         if isinstance(sub, int):
             out = [literals.next()[1] for _ in range(sub)]
         else:

@@ -58,6 +58,7 @@ class FrameCutter:
         read: Callable[[str, int, int], bytes],
         literal_budget: int = FRAME_LITERALS,
         reuse_budget: int = MAX_REUSE,
+        confirmed: dict[bytes, int] | None = None,
     ) -> None:
         self.head = head
         self.n = head.hash_len
@@ -66,6 +67,9 @@ class FrameCutter:
         self.literal_budget = literal_budget
         self.reuse_budget = reuse_budget
         self._done: set[bytes] = set()  # every node of files committed in earlier frames
+        #: Hashes the target confirmed during the walk: named by position (1-3 bytes on the
+        #: wire instead of 9).
+        self._confirmed = confirmed or {}
         self.literal_bytes = 0
         self.reused_bytes = 0
 
@@ -107,7 +111,7 @@ class FrameCutter:
         """The piece for one item, its literal bytes, its reused bytes and literal ranges."""
         key, start, end, subs = item
         if subs is None or self.held(key) or key in frame.sent:
-            return key, 0, end - start, []
+            return self._name(key), 0, end - start, []
         if not subs:
             if not dry:
                 frame.sent.add(key)
@@ -117,12 +121,16 @@ class FrameCutter:
         ranges: list[tuple[int, int]] = []
         for sub, a, b in subs:
             if self.held(sub) or sub in sent:
-                refined.append(sub)
+                refined.append(self._name(sub))
             else:
                 sent.add(sub)
                 ranges.append((a, b))
                 _append(refined, 1)
         return tuple(refined), sum(b - a for a, b in ranges), 0, ranges
+
+    def _name(self, key: bytes) -> bytes | int:
+        position = self._confirmed.get(key)
+        return key if position is None else -(position + 1)
 
     def _segment(
         self,
@@ -177,8 +185,12 @@ class FrameCutter:
 
 
 def _append(pieces: list, piece: Piece) -> None:
-    """Consecutive literal counts merge into one."""
-    if isinstance(piece, int) and pieces and isinstance(pieces[-1], int):
+    """Consecutive literal counts merge into one (positions, negative, never merge)."""
+    if isinstance(piece, int) and piece > 0 and pieces and _is_run(pieces[-1]):
         pieces[-1] += piece
     else:
         pieces.append(piece)
+
+
+def _is_run(piece: object) -> bool:
+    return isinstance(piece, int) and piece > 0

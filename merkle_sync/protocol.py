@@ -28,6 +28,9 @@ MAX_SPAN = 4 * CHUNK_MAX
 MAX_BASIS_READ = 32 << 20
 #: and bytes of reused pieces one apply frame may name (copied in the kernel on a disk).
 MAX_REUSE = 1 << 30
+#: Hashes the target confirmed holding during one sync's walk, in order: an apply may name
+#: one of them by its position (a negative piece) instead of repeating its hash.
+MAX_CONFIRMED = 1 << 20
 #: The one name at the root of either tree that is never mirrored: the target keeps its
 #: staging and kept files there (as ``.git`` or Syncthing's ``.stfolder``).
 RESERVED = ".merkle_sync"
@@ -190,8 +193,9 @@ Piece = bytes | int | Refined
 
 
 def _check_run(p: object) -> int:
-    """A count of literals taken in order; returns how many."""
-    _require(type(p) is int and 1 <= p <= MAX_ITEMS, f"bad piece {p!r}")
+    """A count of literals taken in order (positive), or ``-(i + 1)`` for the ``i``-th hash
+    the target confirmed during the walk (negative)."""
+    _require(type(p) is int and p != 0 and -MAX_CONFIRMED <= p <= MAX_ITEMS, f"bad piece {p!r}")
     assert isinstance(p, int)
     return p
 
@@ -201,9 +205,9 @@ def literal_runs(pieces: tuple[Piece, ...]) -> int:
     total = 0
     for p in pieces:
         if isinstance(p, int):
-            total += p
+            total += max(p, 0)
         elif isinstance(p, tuple):
-            total += sum(q for q in p if isinstance(q, int))
+            total += sum(q for q in p if isinstance(q, int) and q > 0)
     return total
 
 
@@ -211,10 +215,12 @@ def literal_runs(pieces: tuple[Piece, ...]) -> int:
 class Write:
     """Bytes ``[offset, offset + pieces)`` of one file, rebuilt from pieces in order.
 
-    A piece is a node hash of the new file's tree that the target holds, a count of the next
-    literal leaves, or a refined leaf: a tuple of sub-chunk hashes and literal counts that
-    together make one leaf. A file larger than a frame's budget continues in the next frame
-    with a larger ``offset``; it is complete when its pieces reach ``size``.
+    A piece is a node hash of the new file's tree that the target holds (or, as a negative
+    int, the position of that hash among those the target confirmed during the walk), a
+    count of the next literal leaves, or a refined leaf: a tuple of sub-chunk hashes (or
+    positions) and literal counts that together make one leaf. A file larger than a frame's
+    budget continues in the next frame with a larger ``offset``; it is complete when its
+    pieces reach ``size``.
     """
 
     path: str
@@ -235,9 +241,9 @@ class Write:
             if isinstance(p, tuple):
                 _require(1 <= len(p) <= CHUNK_MAX, "a refined leaf needs sub-pieces")
                 for q in p:
-                    _require(isinstance(q, bytes) or _check_run(q) > 0, f"bad sub-piece {q!r}")
+                    _require(isinstance(q, bytes) or _check_run(q) != 0, f"bad sub-piece {q!r}")
             else:
-                _require(isinstance(p, bytes) or _check_run(p) > 0, f"bad piece {p!r}")
+                _require(isinstance(p, bytes) or _check_run(p) != 0, f"bad piece {p!r}")
 
 
 @dataclass(frozen=True, slots=True)

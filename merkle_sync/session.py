@@ -28,6 +28,7 @@ from merkle_sync.frames import FRAME_LITERALS, ApplyHead, FrameCutter, Item
 from merkle_sync.merkle import KIND_DIR, DirNode, FileNode, Node, iter_tree, join, lookup
 from merkle_sync.protocol import (
     MAX_BASIS_READ,
+    MAX_CONFIRMED,
     MAX_REUSE,
     Ack,
     Apply,
@@ -100,6 +101,9 @@ class SyncSession:
         self.frames = 0
         self.round_trips = 0
         self.done = False
+        #: Hashes the target confirmed, by their first position in its list.
+        self.confirmed: dict[bytes, int] = {}
+        self._confirmed_count = 0
 
     @property
     def equal(self) -> bool:
@@ -168,14 +172,23 @@ class SyncSession:
         for i, key in enumerate(self._asked_subs):
             if reply.has(i):
                 self._have.add(key)
+                self._confirm(key)
         for i, ref in enumerate(self._asked):
             if reply.has(i):
-                self._have.add(self._short(ref))
+                key = self._short(ref)
+                self._have.add(key)
+                self._confirm(key)
             elif ref[1] > 0:
                 tree, level, index = ref
                 for child in tree.children(level, index):
                     self._probe((tree, level - 1, child))
         return self._next()
+
+    def _confirm(self, key: bytes) -> None:
+        """Mirror the target's list of confirmed hashes, to name them by position later."""
+        if self._confirmed_count < MAX_CONFIRMED:
+            self.confirmed.setdefault(key, self._confirmed_count)
+            self._confirmed_count += 1
 
     # -- the apply stream ------------------------------------------------------------------
     def ahead(self) -> Apply | None:
@@ -361,7 +374,9 @@ class SyncSession:
         head = ApplyHead(
             self.hash_len, self._base, tuple(self.removes), tuple(self.mkdirs), self._basis
         )
-        self.cutter = cutter = FrameCutter(head, self._held, self.read, self.frame_literals)
+        self.cutter = cutter = FrameCutter(
+            head, self._held, self.read, self.frame_literals, confirmed=self.confirmed
+        )
         writes = ((rel, node, self._cover(node, cutter.held)) for rel, node in self.writes.items())
         self._frames = cutter.frames(writes)
         return self._hand()

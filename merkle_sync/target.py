@@ -11,6 +11,7 @@ from merkle_sync.chunking import sub_chunks
 from merkle_sync.merkle import DirNode, FileNode, iter_tree, lookup
 from merkle_sync.protocol import (
     MAX_BASIS_READ,
+    MAX_CONFIRMED,
     Ack,
     Apply,
     ApplyReply,
@@ -68,6 +69,8 @@ class ReplicatorTarget:
                 self.index.add(rel, node)
         self._decoder = StreamDecoder()
         self._stream: ApplyStream | None = None
+        #: Hashes this sync's walks confirmed holding, in order (see ``MAX_CONFIRMED``).
+        self._confirmed: list[bytes] = []
 
     def handle_request(self, request: object) -> object:
         """Answer one request; a frame (bytes) gets a frame back, a message gets a message."""
@@ -77,7 +80,14 @@ class ReplicatorTarget:
             self._end_stream()  # a walk means the source started over
             return self._walk(request)
         if isinstance(request, Apply):
-            return self._apply(request)
+            try:
+                reply = self._apply(request)
+            except BaseException:
+                self._confirmed = []
+                raise
+            if isinstance(reply, ApplyReply):
+                self._confirmed = []  # the sync is over
+            return reply
         raise ProtocolError(f"unknown request type {type(request).__name__}")
 
     def _end_stream(self) -> None:
@@ -87,6 +97,8 @@ class ReplicatorTarget:
 
     # -- walking ---------------------------------------------------------------------------
     def _walk(self, req: Walk) -> WalkReply:
+        if req.root:  # a new sync starts
+            self._confirmed = []
         if req.root and req.root == self.tree.hash:
             return WalkReply(True, (), b"", 0)
         n = req.hash_len
@@ -100,9 +112,12 @@ class ReplicatorTarget:
             else:
                 listings.append(None)
         bits = bytearray((len(req.have) + 7) // 8)
+        confirmed = self._confirmed
         for i, h in enumerate(req.have):
             if h in subs or self.index.find(h) is not None:
                 bits[i // 8] |= 1 << (i % 8)
+                if len(confirmed) < MAX_CONFIRMED:
+                    confirmed.append(h)
         return WalkReply(False, tuple(listings), bytes(bits), len(self.index))
 
     def _basis(self, spans: tuple[Span, ...], n: int) -> Held:
@@ -141,7 +156,11 @@ class ReplicatorTarget:
             if req.base and req.base != self.tree.hash[: req.hash_len]:
                 return ApplyReply(self.tree.hash)  # stale plan: the source falls back to a walk
             self._stream = ApplyStream(
-                self.tree, self.store, req.hash_len, self._basis(req.basis, req.hash_len)
+                self.tree,
+                self.store,
+                req.hash_len,
+                self._basis(req.basis, req.hash_len),
+                self._confirmed,
             )
         elif self._stream is None:
             raise ProtocolError(f"apply frame {req.part} belongs to no open apply")

@@ -110,3 +110,14 @@ def test_a_str_file_that_is_not_utf8_is_refused_before_anything_lands():
     )
     request = Apply(8, b"", (), (), writes, (4, len(bad)), b"fine" + bad)
     assert_refused_untouched(fs, target, encode(request))
+
+
+def test_a_piece_named_by_a_position_the_walk_never_confirmed_is_refused():
+    fs, target, node = make_target()
+    target.handle_request(encode(Walk(8, b"\1" * 32, ("",), ())))  # a new sync: nothing confirmed
+    write = Write("copy", KIND_BYTES, node.tree.size, node.hash[:8], (-1,))
+    assert_refused_untouched(fs, target, encode(Apply(8, b"", (), (), (write,), (), b"")))
+    # Once the walk confirmed the hash, its position names it.
+    target.handle_request(encode(Walk(8, b"", (), (node.tree.root[:8],))))
+    target.handle_request(encode(Apply(8, b"", (), (), (write,), (), b"")))
+    assert fs.readfile("/t/copy") == fs.readfile("/t/held.bin")
