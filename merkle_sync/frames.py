@@ -178,8 +178,9 @@ class FrameCutter:
             part,
             final,
         )
-        for node in frame.completed:  # the target indexes these when the frame lands
-            self._done.update(h[: self.n] for h, _, _ in node.tree.nodes())
+        if not final:  # the target indexes these when the frame lands; later frames name them
+            for node in frame.completed:
+                self._done.update(h[: self.n] for h, _, _ in node.tree.nodes())
         self.reused_bytes += frame.reused
         return msg
 
