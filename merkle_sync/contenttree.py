@@ -20,6 +20,8 @@ HASH = 32
 FANOUT_MASK = 0x0F
 #: A node never takes more children than this, so one node's listing stays bounded.
 FANOUT_MAX = 64
+#: Leaves have no children: one shared empty array (never written) for every tree.
+_NO_FIRSTS = array("Q")
 
 
 class ContentTree:
@@ -143,7 +145,7 @@ class TreeBuilder:
 
 def tree_from_leaves(level: bytes, leaf_ends: array) -> ContentTree:
     """The tree above a leaf level: only node hashes are computed, no content is read."""
-    hashes, ends, firsts = [level], [leaf_ends], [array("Q")]
+    hashes, ends, firsts = [level], [leaf_ends], [_NO_FIRSTS]
     while len(level) > HASH:
         starts = _group(level)
         child_ends = ends[-1]
