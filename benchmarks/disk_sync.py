@@ -15,6 +15,7 @@ from typing import Any
 
 from merkle_sync import ReplicatorSource, ReplicatorTarget
 from merkle_sync.diskfs import DiskFileSystem, DiskStagedFile
+from merkle_sync.frames import FRAME_LITERALS
 from merkle_sync.merkle import FileNode, iter_tree
 from merkle_sync.scan import scan
 
@@ -50,6 +51,7 @@ class CountingDiskFileSystem(DiskFileSystem):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.disk_sync")
     parser.add_argument("--side", choices=("source", "target"))
+    parser.add_argument("--frame-literals", type=int, default=FRAME_LITERALS)
     parser.add_argument("paths", nargs="+")
     args = parser.parse_args(argv)
     fs = CountingDiskFileSystem()
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     src, dst = args.paths
     target = ReplicatorTarget(fs, dst)
-    source = ReplicatorSource(fs, src, target.handle_request)
+    source = ReplicatorSource(fs, src, target.handle_request, frame_literals=args.frame_literals)
     s = source.stats
     out = {
         "bytes_up": s.bytes_up,

@@ -21,7 +21,7 @@ from merkle_sync.patchfile import PatchedFile
 from merkle_sync.protocol import MAX_REUSE, Apply, ProtocolError, Write
 from merkle_sync.store import Sink, TargetStore
 
-Held = dict[bytes, tuple[bytes, bytes]]  # short hash -> (full hash, bytes)
+Held = dict[bytes, tuple[bytes, bytes | memoryview]]  # short hash -> (full hash, bytes)
 
 
 @dataclass
@@ -288,17 +288,17 @@ class _Literals:
     """The literal chunks of a frame with their leaf hashes, handed out in order."""
 
     def __init__(self, req: Apply) -> None:
-        view = memoryview(req.literals)
-        self.chunks: list[bytes] = []
+        view = memoryview(req.literals)  # slices of the frame, never copies
+        self.chunks: list[memoryview] = []
         pos = 0
         for size in req.literal_sizes:
-            self.chunks.append(bytes(view[pos : pos + size]))
+            self.chunks.append(view[pos : pos + size])
             pos += size
         self.digests = [leaf_hash(c) for c in self.chunks]
         self._next = 0
         self.left = len(self.chunks)
 
-    def next(self) -> tuple[bytes, bytes]:
+    def next(self) -> tuple[bytes, memoryview]:
         i = self._next
         if i >= len(self.chunks):
             raise ProtocolError("pieces use more literals than the frame carries")
