@@ -12,13 +12,13 @@ staged until the frame that completes it; a failure anywhere aborts the staged f
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from merkle_sync.chunking import CHUNK_MAX, leaf_hash
 from merkle_sync.contenttree import TreeBuilder
 from merkle_sync.merkle import DirNode, FileNode, file_hash, lookup, put, split
 from merkle_sync.patchfile import PatchedFile
-from merkle_sync.protocol import MAX_REUSE, Apply, ProtocolError, Write
+from merkle_sync.protocol import MAX_REUSE, Apply, Attr, ProtocolError, Write
 from merkle_sync.store import Sink, TargetStore
 
 Held = dict[bytes, tuple[bytes, bytes | memoryview]]  # short hash -> (full hash, bytes)
@@ -118,7 +118,7 @@ class ApplyStream:
                     raise ProtocolError(f"{self.open.write.path!r} was left unfinished")
                 # A file this frame removes first is never patched: it is about to go.
                 old = None if _under(w.path, req.removes) else lookup(self.tree, w.path)
-                current = _Open(w, self.store.open(w.path, old, w.size), TreeBuilder())
+                current = _Open(w, self.store.open(w.path, old, w.size, w.kind), TreeBuilder())
             self.open = current
             for piece in w.pieces:
                 self._piece(current, piece, literals, local, cache)
@@ -129,7 +129,7 @@ class ApplyStream:
                 if i != len(req.writes) - 1:
                     raise ProtocolError(f"pieces of {w.path!r} do not add up to its size")
                 continue  # continues in the next frame
-            node = FileNode.from_tree(w.kind, current.builder.finish())
+            node = FileNode.from_tree(w.kind, current.builder.finish(), w.meta)
             if file_hash(w.kind, node.tree.root)[: self.hash_len] != w.hash:
                 raise ProtocolError(f"assembled {w.path!r} does not match its hash")
             current.content = self.store.finish(current.sink, w.kind)
@@ -235,19 +235,30 @@ class ApplyStream:
         for w in req.writes:
             if is_dir(w.path) or not is_dir(posixpath.dirname(w.path)):
                 raise ProtocolError(f"cannot write file {w.path!r}")
+        written = {w.path for w in req.writes}
+        for attr in req.attrs:
+            if not (exists(attr.path) or attr.path in written) or (
+                self.open is not None and attr.path == self.open.write.path
+            ):
+                raise ProtocolError(f"cannot set metadata of {attr.path!r}: nothing is there")
 
     def _commit(self, req: Apply, done: list[_Open]) -> None:
         store = self.store
+        touched: set[str] = set()  # directories whose entries change: their mtimes move
         for rel in req.removes:
             old = lookup(self.tree, rel)
             assert old is not None
             store.remove(rel, old)
             put(self.tree, rel, None)
+            touched.add(posixpath.dirname(rel))
         for rel in req.mkdirs:
             self.fs_makedir(rel)
             put(self.tree, rel, DirNode())
+            touched.add(posixpath.dirname(rel))
         for i, staged in enumerate(done):
             rel = staged.write.path
+            if not isinstance(staged.sink, PatchedFile):
+                touched.add(posixpath.dirname(rel))
             old = lookup(self.tree, rel)
             # Later frames may still name pieces of the old version: keep it a while (a file
             # patched in place has no old version left to keep).
@@ -265,7 +276,26 @@ class ApplyStream:
                 raise
             put(self.tree, rel, node)
             store.index.add(rel, node)
+        for attr in req.attrs:
+            self._attr(attr)
+            touched.discard(attr.path)
+        for rel in touched:
+            current = lookup(self.tree, rel)
+            if isinstance(current, DirNode):
+                store.restore_times(rel, current)
         store.flush()
+
+    def _attr(self, attr: Attr) -> None:
+        """An entry keeps its content and takes the source's mode and mtime."""
+        node = lookup(self.tree, attr.path)
+        meta = (attr.mode, attr.mtime)
+        assert node is not None  # checked with the layout
+        self.store.set_meta(attr.path, node, meta)
+        if isinstance(node, DirNode):
+            node.meta = meta
+        else:
+            node = replace(node, meta=meta)
+        put(self.tree, attr.path, node)
 
     def fs_makedir(self, rel: str) -> None:
         self.store.fs.makedir(self.store.abs(rel))

@@ -21,7 +21,7 @@ import posixpath
 import shutil
 import stat
 
-from merkle_sync.fs import Content, EventCallback, FileSystem, FileSystemEvent
+from merkle_sync.fs import Content, EntryInfo, EventCallback, FileSystem, FileSystemEvent
 from merkle_sync.patchfile import PatchedFile, recover
 
 #: Bytes per ``copy_file_range`` / ``pread`` call when copying a range between files.
@@ -37,6 +37,19 @@ def _is_dir(path: str) -> bool:
 def _key(st: os.stat_result) -> tuple[int, int, int, int, int]:
     """The stat identity a persistent index trusts: any content change moves one of these."""
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def _info(name: str, st: os.stat_result) -> EntryInfo:
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        kind = "d"
+    elif stat.S_ISREG(mode):
+        kind = "f"
+    elif stat.S_ISLNK(mode):
+        kind = "l"
+    else:
+        kind = "?"
+    return name, kind, _key(st), (stat.S_IMODE(mode), st.st_mtime_ns)
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -148,17 +161,32 @@ class DiskFileSystem(FileSystem):
         finally:
             os.close(fd)
 
-    def entries(self, path: str) -> list[tuple[str, bool, tuple[int, int, int, int, int]]]:
-        out = []
+    def entries(self, path: str) -> list[EntryInfo]:
         with os.scandir(path) as it:
-            for entry in it:
-                st = entry.stat(follow_symlinks=False)
-                is_dir = stat.S_ISDIR(st.st_mode)
-                out.append((entry.name, is_dir, _key(st)))
-        return out
+            return [_info(entry.name, entry.stat(follow_symlinks=False)) for entry in it]
+
+    def info(self, path: str) -> EntryInfo:
+        return _info(posixpath.basename(path), os.lstat(path))
 
     def stat_key(self, path: str) -> tuple[int, int, int, int, int]:
         return _key(os.lstat(path))
+
+    def set_meta(self, path: str, meta: tuple[int, int], link: bool) -> None:
+        if not link:
+            os.chmod(path, meta[0], follow_symlinks=False)
+        os.utime(path, ns=(meta[1], meta[1]), follow_symlinks=False)
+
+    def make_link(self, tmp_dir: str, path: str, text: bytes) -> None:
+        if os.path.lexists(path) and _is_dir(path):
+            raise IsADirectoryError(f"is a directory: {path!r}")
+        while True:
+            tmp = posixpath.join(tmp_dir, f".merkle_sync-{os.getpid()}-{next(_COUNTER)}.link")
+            try:
+                os.symlink(text, tmp)
+                break
+            except FileExistsError:
+                continue
+        os.replace(tmp, path)
 
     def stage(self, tmp_dir: str) -> DiskStagedFile:
         return DiskStagedFile(tmp_dir)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from merkle_sync.merkle import FileNode
-from merkle_sync.protocol import MAX_REUSE, Apply, Piece, Span, Write
+from merkle_sync.protocol import MAX_REUSE, Apply, Attr, Piece, Span, Write
 
 #: Literal bytes per frame. Measured on a 1 GiB initial sync on disk, both sides in one
 #: fresh process, 3 runs each (README, "Choosing the frame budget"): peak RSS 55 MiB with
@@ -49,6 +49,8 @@ class ApplyHead:
     removes: tuple[str, ...]
     mkdirs: tuple[str, ...]
     basis: tuple[Span, ...]
+    #: Metadata of unchanged entries and of directories: applied by the final frame.
+    attrs: tuple[Attr, ...] = ()
 
 
 class FrameCutter:
@@ -146,7 +148,15 @@ class FrameCutter:
     ) -> None:
         """Close one file's segment in the frame, reading its literal bytes."""
         frame.writes.append(
-            Write(rel, node.kind, node.tree.size, node.hash[: self.n], tuple(pieces), offset)
+            Write(
+                rel,
+                node.kind,
+                node.tree.size,
+                node.hash[: self.n],
+                tuple(pieces),
+                offset,
+                node.meta,
+            )
         )
         run_start = run_end = -1
         sizes: list[int] = []
@@ -180,6 +190,7 @@ class FrameCutter:
             head.basis if first else (),
             part,
             final,
+            head.attrs if final else (),
         )
         if not final:  # the target indexes these when the frame lands; later frames name them
             for node in frame.completed:

@@ -105,17 +105,33 @@ class StagedFile(Protocol):
         ...
 
 
+#: What a filesystem that reports metadata says of one entry: ``(name, kind, key, meta)``.
+#: ``kind`` is ``"d"`` (directory), ``"f"`` (regular file), ``"l"`` (symbolic link) or
+#: ``"?"`` (anything else: FIFO, socket, device); ``key`` the stat identity ``(size,
+#: mtime_ns, ctime_ns, inode, device)``; ``meta`` the ``(mode & 0o7777, mtime_ns)`` to keep.
+EntryInfo = tuple[str, str, tuple[int, int, int, int, int], tuple[int, int]]
+
+
 @runtime_checkable
 class StatScanner(Protocol):
-    """Lists a directory with one ``lstat`` per entry, for scans and persistent indexes.
+    """Lists a directory with one ``lstat`` per entry, for scans, metadata and indexes."""
 
-    ``entries`` yields ``(name, is_dir, key)``; ``key`` is the stat identity
-    ``(size, mtime_ns, ctime_ns, inode, device)`` of a non-directory.
-    """
+    def entries(self, path: str) -> list[EntryInfo]: ...
 
-    def entries(self, path: str) -> list[tuple[str, bool, tuple[int, int, int, int, int]]]: ...
+    def info(self, path: str) -> EntryInfo: ...
 
     def stat_key(self, path: str) -> tuple[int, int, int, int, int]: ...
+
+    def set_meta(self, path: str, meta: tuple[int, int], link: bool) -> None:
+        """Give an entry its mode (not a link's) and its mtime, never following a link."""
+        ...
+
+
+@runtime_checkable
+class Linker(Protocol):
+    """Creates symbolic links (inside ``tmp_dir`` first, then renamed over ``path``)."""
+
+    def make_link(self, tmp_dir: str, path: str, text: bytes) -> None: ...
 
 
 @runtime_checkable

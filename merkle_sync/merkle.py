@@ -14,6 +14,13 @@ from merkle_sync.contenttree import ContentTree, build_tree
 KIND_DIR = 0
 KIND_BYTES = 1
 KIND_STR = 2
+#: A symbolic link: its content is the link text, copied as-is and never followed.
+KIND_LINK = 3
+
+#: What a filesystem that reports metadata says of an entry, as ``rsync -a`` keeps it: the
+#: permission bits (``mode & 0o7777``) and the modification time in nanoseconds. ``None``
+#: where the filesystem reports none (the contract's), so content-only trees keep their hashes.
+Meta = tuple[int, int]
 
 FILE_KEY = blake3(derive_key_context=HASH_CONTEXT + "file").digest()
 DIR_KEY = blake3(derive_key_context=HASH_CONTEXT + "dir").digest()
@@ -40,9 +47,13 @@ def file_hash(kind: int, root: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class FileNode:
+    """``hash`` covers the content (and its kind) only; ``meta`` travels beside it, so a
+    change of mode or time alone is told apart from a change of content."""
+
     kind: int
     tree: ContentTree
     hash: bytes
+    meta: Meta | None = None
 
     @classmethod
     def from_content(cls, content: str | bytes) -> FileNode:
@@ -50,22 +61,27 @@ class FileNode:
         return cls.from_data(kind, data)
 
     @classmethod
-    def from_data(cls, kind: int, data: bytes) -> FileNode:
-        return cls.from_tree(kind, build_tree(data))
+    def from_data(cls, kind: int, data: bytes, meta: Meta | None = None) -> FileNode:
+        return cls.from_tree(kind, build_tree(data), meta)
 
     @classmethod
-    def from_tree(cls, kind: int, tree: ContentTree) -> FileNode:
-        return cls(kind, tree, file_hash(kind, tree.root))
+    def from_tree(cls, kind: int, tree: ContentTree, meta: Meta | None = None) -> FileNode:
+        return cls(kind, tree, file_hash(kind, tree.root), meta)
 
 
 class DirNode:
-    """Mutable so one event re-hashes only the changed path; the hash is cached until touched."""
+    """Mutable so one event re-hashes only the changed path; the hash is cached until touched.
 
-    __slots__ = ("_hash", "children")
+    The hash commits to each child's name, kind, hash and, when known, metadata; a
+    directory's own metadata is part of its parent's hash.
+    """
+
+    __slots__ = ("_hash", "children", "meta")
     kind = KIND_DIR
 
-    def __init__(self, children: dict[str, Node] | None = None) -> None:
+    def __init__(self, children: dict[str, Node] | None = None, meta: Meta | None = None) -> None:
         self.children: dict[str, Node] = children if children is not None else {}
+        self.meta = meta
         self._hash: bytes | None = None
 
     @property
@@ -75,6 +91,8 @@ class DirNode:
             for name in sorted(self.children):
                 child = self.children[name]
                 flat += (name, child.kind, child.hash)
+                if child.meta is not None:  # a list, never a name: unambiguous
+                    flat.append(list(child.meta))
             self._hash = blake3(msgpack.packb(flat), key=DIR_KEY).digest()
         return self._hash
 

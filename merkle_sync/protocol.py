@@ -34,8 +34,12 @@ MAX_CONFIRMED = 1 << 20
 #: The one name at the root of either tree that is never mirrored: the target keeps its
 #: staging and kept files there (as ``.git`` or Syncthing's ``.stfolder``).
 RESERVED = ".merkle_sync"
-KINDS = (0, 1, 2)  # directory, bytes file, str file
-FILE_KINDS = (1, 2)
+KINDS = (0, 1, 2, 3)  # directory, bytes file, str file, symbolic link
+FILE_KINDS = (1, 2, 3)
+LINK_KIND = 3
+#: A link's text, like a path, never exceeds this.
+MAX_LINK = 4096
+_INT64 = 1 << 63
 
 
 class ProtocolError(ValueError):
@@ -91,6 +95,16 @@ def check_items(items: object, what: str, cap: int = MAX_ITEMS) -> tuple:
     return items
 
 
+def check_meta(meta: object) -> None:
+    """Permission bits and a modification time in ns, or ``None`` (not reported)."""
+    if meta is None:
+        return
+    _require(isinstance(meta, tuple) and len(meta) == 2, f"bad metadata {meta!r}")
+    assert isinstance(meta, tuple)
+    check_int(meta[0], 0, 0o7777, "mode")
+    check_int(meta[1], -_INT64, _INT64 - 1, "mtime")
+
+
 def check_int(n: object, low: int, high: int, what: str) -> int:
     _require(type(n) is int and low <= n <= high, f"{what} out of range: {n!r}")
     assert isinstance(n, int)
@@ -115,12 +129,14 @@ class Entry:
     name: str
     kind: int
     hash: bytes
+    meta: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name)
         _require(self.kind in KINDS and type(self.kind) is int, f"bad kind {self.kind!r}")
         _require(isinstance(self.hash, bytes), "entry hash must be bytes")
         _require(MIN_HASH <= len(self.hash) <= FULL_HASH, "entry hash has a bad length")
+        check_meta(self.meta)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +156,19 @@ class Span:
 def check_basis(basis: object) -> None:
     for span in check_items(basis, "basis spans", MAX_BASIS):
         _require(isinstance(span, Span), "basis holds a non-span")
+
+
+@dataclass(frozen=True, slots=True)
+class Attr:
+    """Set the mode and mtime of an entry that exists (after the frame's writes)."""
+
+    path: str
+    mode: int
+    mtime: int
+
+    def __post_init__(self) -> None:
+        check_path(self.path)
+        check_meta((self.mode, self.mtime))
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,11 +258,14 @@ class Write:
     hash: bytes
     pieces: tuple[Piece, ...]
     offset: int = 0
+    #: Mode and mtime to give the file once it is complete (``None``: the target's default).
+    meta: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         check_path(self.path)
         _require(self.kind in FILE_KINDS and type(self.kind) is int, f"bad file kind {self.kind!r}")
-        check_int(self.size, 0, MAX_FILE_SIZE, "file size")
+        check_int(self.size, 0, MAX_LINK if self.kind == LINK_KIND else MAX_FILE_SIZE, "size")
+        check_meta(self.meta)
         check_int(self.offset, 0, self.size, "write offset")
         _require(isinstance(self.hash, bytes), "file hash must be bytes")
         _require(len(check_items(self.pieces, "pieces")) >= 1, "a file needs at least one piece")
@@ -265,10 +297,14 @@ class Apply(Message):
     #: removals, new directories and basis; the target replies to the last with its root.
     part: int = 0
     final: bool = True
+    #: Metadata of entries whose content did not change, and of directories, applied last.
+    attrs: tuple[Attr, ...] = ()
 
     def __post_init__(self) -> None:
         check_hash_len(self.hash_len)
         check_basis(self.basis)
+        for a in check_items(self.attrs, "attrs"):
+            _require(isinstance(a, Attr), "attrs holds a non-attr")
         check_int(self.part, 0, 1 << 62, "part")
         _require(isinstance(self.final, bool), "final must be bool")
         _require(

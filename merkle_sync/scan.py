@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 from functools import partial
 from typing import Any
 
 from merkle_sync.contenttree import stream_tree
 from merkle_sync.fileindex import FileIndex, StatKey
-from merkle_sync.fs import RangeReader, StatScanner
-from merkle_sync.merkle import KIND_BYTES, DirNode, FileNode, Node, encode_content, join
+from merkle_sync.fs import EntryInfo, RangeReader, StatScanner
+from merkle_sync.merkle import (
+    KIND_BYTES,
+    KIND_LINK,
+    DirNode,
+    FileNode,
+    Meta,
+    Node,
+    encode_content,
+    join,
+)
 from merkle_sync.protocol import RESERVED
 
 
@@ -36,25 +46,39 @@ class Scanner:
         self.ranged = isinstance(fs, RangeReader)
         self.listing = isinstance(fs, StatScanner)
         self.seen: set[str] = set()
+        #: Entries left out of the tree, with the reason: ``(rel, why)``.
+        self.skipped: list[tuple[str, str]] = []
 
     def node(self, path: str, rel: str = "") -> Node | None:
         fs = self.fs
         if not fs.exists(path):
             return None
+        if self.listing:
+            return self._entry(path, rel, fs.info(path))
         if not fs.isdir(path):
-            key = fs.stat_key(path) if self.listing else None
-            return self.file(path, rel, key)
+            return self.file(path, rel)
         return self._dir(path, rel)
 
-    def _dir(self, path: str, rel: str) -> DirNode:
-        node = DirNode()
+    def _entry(self, path: str, rel: str, info: EntryInfo) -> Node | None:
+        _, kind, key, meta = info
+        if kind == "d":
+            return self._dir(path, rel, meta)
+        if kind == "l":  # the link text, copied as it is, never followed
+            return FileNode.from_data(KIND_LINK, os.fsencode(os.readlink(path)), meta)
+        if kind == "f":
+            return self.file(path, rel, key, meta)
+        self.skipped.append((rel, "not a regular file, directory or symbolic link"))
+        return None
+
+    def _dir(self, path: str, rel: str, meta: Meta | None = None) -> DirNode:
+        node = DirNode(meta=meta)
         if self.listing:
-            for name, is_dir, key in self.fs.entries(path):
+            for info in self.fs.entries(path):
+                name = info[0]
                 if rel or name != RESERVED:
-                    child, crel = posixpath.join(path, name), join(rel, name)
-                    node.children[name] = (
-                        self._dir(child, crel) if is_dir else self.file(child, crel, key)
-                    )
+                    child = self._entry(posixpath.join(path, name), join(rel, name), info)
+                    if child is not None:
+                        node.children[name] = child
             return node
         for name in self.fs.listdir(path):
             if rel or name != RESERVED:
@@ -63,16 +87,19 @@ class Scanner:
                     node.children[name] = child
         return node
 
-    def file(self, path: str, rel: str, key: StatKey | None = None) -> FileNode:
+    def file(
+        self, path: str, rel: str, key: StatKey | None = None, meta: Meta | None = None
+    ) -> FileNode:
         index = self.index if key is not None else None
         if index is not None:
             self.seen.add(rel)
             if not self.verify:
                 known = index.lookup(rel, key)  # type: ignore[arg-type]
                 if known is not None:
-                    return FileNode.from_tree(*known)
+                    return FileNode.from_tree(*known, meta)
         if self.ranged:
-            node = FileNode.from_tree(KIND_BYTES, stream_tree(partial(self.fs.read_range, path)))
+            tree = stream_tree(partial(self.fs.read_range, path))
+            node = FileNode.from_tree(KIND_BYTES, tree, meta)
         else:
             kind, data = encode_content(self.fs.readfile(path))
             if self.keep is not None:

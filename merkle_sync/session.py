@@ -25,7 +25,7 @@ from collections.abc import Callable, Container, Iterator
 from merkle_sync.chunking import CHUNK_AVG, CHUNK_MAX, sub_chunks
 from merkle_sync.contenttree import ContentTree
 from merkle_sync.frames import FRAME_LITERALS, ApplyHead, FrameCutter, Item
-from merkle_sync.merkle import KIND_DIR, DirNode, FileNode, Node, iter_tree, join, lookup
+from merkle_sync.merkle import KIND_DIR, DirNode, FileNode, Meta, Node, iter_tree, join, lookup
 from merkle_sync.protocol import (
     MAX_BASIS_READ,
     MAX_CONFIRMED,
@@ -33,6 +33,7 @@ from merkle_sync.protocol import (
     Ack,
     Apply,
     ApplyReply,
+    Attr,
     Entry,
     ProtocolError,
     Span,
@@ -76,6 +77,7 @@ class SyncSession:
         self.read = read
         self.hash_len = hash_len
         self.removes: list[str] = []
+        self.attrs: list[Attr] = []
         self.mkdirs: list[str] = []
         self.writes: dict[str, FileNode] = {}
         self.target_root: bytes | None = None
@@ -136,7 +138,7 @@ class SyncSession:
         elif old is None:
             self._add(rel, new)
         else:
-            self._compare(rel, old.kind, old.hash[: self.hash_len], new)
+            self._compare(rel, old.kind, old.hash[: self.hash_len], new, old.meta)
 
         def old_at(path: str) -> Node | None:
             return old if path == rel else lookup(old, path[len(rel) + 1 :] if rel else path)
@@ -243,20 +245,31 @@ class SyncSession:
         for path, sub in iter_tree(node, rel):
             if isinstance(sub, DirNode):
                 self.mkdirs.append(path)
+                self._attr(path, sub.meta)  # set once its contents are written
             else:
                 self._write(path, sub)
 
-    def _compare(self, path: str, kind: int, short: bytes, child: Node) -> None:
+    def _attr(self, path: str, meta: Meta | None) -> None:
+        if meta is not None:
+            self.attrs.append(Attr(path, *meta))
+
+    def _compare(
+        self, path: str, kind: int, short: bytes, child: Node, meta: Meta | None = None
+    ) -> None:
         """What to do about ``child`` given what the target has at ``path``."""
         if (kind == KIND_DIR) != isinstance(child, DirNode):
             self.removes.append(path)
             self._add(path, child)
-        elif short != child.hash[: self.hash_len]:
+            return
+        if short != child.hash[: self.hash_len]:
             if isinstance(child, DirNode):
                 self._dirs.append(path)
             else:
                 self._old_paths.add(path)
                 self._write(path, child)
+                return  # the write carries the file's metadata
+        if child.meta is not None and child.meta != meta:
+            self._attr(path, child.meta)
 
     def _diff(self, rel: str, listing: tuple[Entry, ...]) -> None:
         source = lookup(self.root, rel)
@@ -270,7 +283,7 @@ class SyncSession:
             if entry is None:
                 self._add(join(rel, name), child)
             else:
-                self._compare(join(rel, name), entry.kind, entry.hash, child)
+                self._compare(join(rel, name), entry.kind, entry.hash, child, entry.meta)
 
     def _next(self) -> Walk | Apply:
         self._asked_subs = []
@@ -372,7 +385,12 @@ class SyncSession:
 
     def _apply(self) -> Apply:
         head = ApplyHead(
-            self.hash_len, self._base, tuple(self.removes), tuple(self.mkdirs), self._basis
+            self.hash_len,
+            self._base,
+            tuple(self.removes),
+            tuple(self.mkdirs),
+            self._basis,
+            tuple(self.attrs),
         )
         self.cutter = cutter = FrameCutter(
             head, self._held, self.read, self.frame_literals, confirmed=self.confirmed
@@ -392,4 +410,4 @@ def _listing(node: Node | None, hash_len: int) -> tuple[Entry, ...]:
     """What the target listed for a directory when it still equalled ``node``."""
     if not isinstance(node, DirNode):
         raise ValueError("change mode lost track of a directory")
-    return tuple(Entry(k, c.kind, c.hash[:hash_len]) for k, c in node.children.items())
+    return tuple(Entry(k, c.kind, c.hash[:hash_len], c.meta) for k, c in node.children.items())

@@ -15,8 +15,17 @@ from typing import Any
 
 from merkle_sync.contentindex import ContentIndex, Graves
 from merkle_sync.fileindex import FileIndex
-from merkle_sync.fs import Patcher, RangeReader, StagedFile, Stager, StatScanner
-from merkle_sync.merkle import FileNode, Node, decode_content, encode_content, iter_tree
+from merkle_sync.fs import Linker, Patcher, RangeReader, StagedFile, Stager, StatScanner
+from merkle_sync.merkle import (
+    KIND_LINK,
+    DirNode,
+    FileNode,
+    Meta,
+    Node,
+    decode_content,
+    encode_content,
+    iter_tree,
+)
 from merkle_sync.patchfile import NotPatchable, PatchedFile
 from merkle_sync.protocol import RESERVED, ProtocolError
 
@@ -113,8 +122,12 @@ class TargetStore:
         return data
 
     # -- staging ---------------------------------------------------------------------------
-    def open(self, rel: str, old: Node | None, size: int) -> Sink:
+    def open(self, rel: str, old: Node | None, size: int, kind: int = 1) -> Sink:
         """Where a new version of ``rel`` is built: in place, staged, or in memory."""
+        if kind == KIND_LINK:  # a few bytes of link text, made into a link at commit
+            if not isinstance(self.fs, Linker):
+                raise ProtocolError(f"this target cannot hold the symbolic link {rel!r}")
+            return MemoryStagedFile()
         big = isinstance(old, FileNode) and self.patch_min is not None
         if big and old.tree.size >= self.patch_min and size >= old.tree.size:  # type: ignore
             try:
@@ -169,6 +182,12 @@ class TargetStore:
 
     def finish(self, sink: Sink, kind: int) -> object:
         """Last check before commit: a ``str`` file must decode, whatever the hash said."""
+        if kind == KIND_LINK:
+            assert isinstance(sink, MemoryStagedFile)
+            text = bytes(sink.buf)
+            if not text or b"\0" in text:
+                raise ProtocolError("a symbolic link needs a text without NUL")
+            return text
         if isinstance(sink, MemoryStagedFile):
             try:
                 return decode_content(kind, bytes(sink.buf))
@@ -177,14 +196,31 @@ class TargetStore:
         return None
 
     def commit(self, sink: Sink, rel: str, content: object, node: FileNode) -> None:
-        if isinstance(sink, MemoryStagedFile):
-            self.fs.writefile(self.abs(rel), content)
+        path = self.abs(rel)
+        if node.kind == KIND_LINK:
+            self.fs.make_link(self.tmp_dir, path, content)
+        elif isinstance(sink, MemoryStagedFile):
+            self.fs.writefile(path, content)
         else:
-            sink.commit(self.abs(rel))
+            sink.commit(path)
             self._patches.pop(rel, None)
-        if self.file_index is not None:  # we wrote it and verified it: no need to hash again
-            key = self.fs.stat_key(self.abs(rel))
+        self.set_meta(rel, node)
+        if self.file_index is not None and node.kind != KIND_LINK:
+            # We wrote it and verified it: no need to hash it again at the next start.
+            key = self.fs.stat_key(path)
             self.file_index.store(rel, key, node.kind, node.tree, own=True)
+
+    def set_meta(self, rel: str, node: Node, meta: Meta | None = None) -> None:
+        """Give an entry the mode and mtime its node records (when the filesystem keeps them)."""
+        meta = meta if meta is not None else node.meta
+        if meta is not None and isinstance(self.fs, StatScanner):
+            link = isinstance(node, FileNode) and node.kind == KIND_LINK
+            self.fs.set_meta(self.abs(rel), meta, link)
+
+    def restore_times(self, rel: str, node: DirNode) -> None:
+        """A directory whose entries we changed gets back the mtime its node records."""
+        if node.meta is not None and isinstance(self.fs, StatScanner):
+            self.fs.set_meta(self.abs(rel), node.meta, False)
 
     def flush(self) -> None:
         if self.file_index is not None:

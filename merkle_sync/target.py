@@ -107,7 +107,7 @@ class ReplicatorTarget:
         for rel in req.dirs:
             node = lookup(self.tree, rel)
             if isinstance(node, DirNode):
-                entries = (Entry(k, c.kind, c.hash[:n]) for k, c in node.children.items())
+                entries = (Entry(k, c.kind, c.hash[:n], c.meta) for k, c in node.children.items())
                 listings.append(tuple(entries))
             else:
                 listings.append(None)

@@ -12,6 +12,7 @@ from merkle_sync.protocol import (
     Ack,
     Apply,
     ApplyReply,
+    Attr,
     Entry,
     Message,
     ProtocolError,
@@ -37,10 +38,14 @@ _LEVELS = ((128 << 10, 19), (8 << 20, 12), (MAX_FRAME + 1, 6))
 
 
 def _flat(records: tuple) -> list:
-    """Three-field records (listing entries, basis spans) travel as one flat list."""
+    """Records (listing entries, basis spans, attrs) travel as one flat list of their three
+    fields; an entry's metadata, when known, follows as a list of two."""
     flat: list = []
     for record in records:
-        flat += (getattr(record, field) for field in record.__slots__)
+        flat += (getattr(record, field) for field in record.__slots__[:3])
+        meta = getattr(record, "meta", None)
+        if meta is not None:
+            flat.append(list(meta))
     return flat
 
 
@@ -48,6 +53,24 @@ def _records(flat: object, cls: type) -> tuple:
     if not isinstance(flat, tuple) or len(flat) % 3:
         raise ProtocolError(f"not a flat list of {cls.__name__} fields")
     return tuple(cls(*flat[i : i + 3]) for i in range(0, len(flat), 3))
+
+
+def _entries(flat: object) -> tuple[Entry, ...]:
+    if not isinstance(flat, tuple):
+        raise ProtocolError("a listing must be a flat list")
+    out = []
+    i = 0
+    while i < len(flat):
+        if i + 3 > len(flat):
+            raise ProtocolError("a listing entry is cut short")
+        name, kind, digest = flat[i : i + 3]
+        i += 3
+        meta = None
+        if i < len(flat) and isinstance(flat[i], tuple):
+            meta = flat[i]
+            i += 1
+        out.append(Entry(name, kind, digest, meta))
+    return tuple(out)
 
 
 def pack(msg: object) -> bytes:
@@ -58,10 +81,7 @@ def pack(msg: object) -> bytes:
         listings = [None if x is None else _flat(x) for x in msg.listings]
         body = [_WALK_REPLY, msg.equal, listings, msg.have, msg.indexed]
     elif isinstance(msg, Apply):
-        writes = [
-            [w.path, w.kind, w.size, w.hash, w.pieces, *((w.offset,) if w.offset else ())]
-            for w in msg.writes
-        ]
+        writes = [_write(w) for w in msg.writes]
         body = [
             _APPLY,
             msg.hash_len,
@@ -73,8 +93,10 @@ def pack(msg: object) -> bytes:
             msg.literals,
             _flat(msg.basis),
         ]
-        if msg.part or not msg.final:  # one frame alone costs nothing extra
+        if msg.part or not msg.final or msg.attrs:  # one frame alone costs nothing extra
             body += (msg.part, msg.final)
+        if msg.attrs:
+            body.append(_flat(msg.attrs))
     elif isinstance(msg, ApplyReply):
         body = [_APPLY_REPLY, msg.root]
     elif isinstance(msg, Ack):
@@ -82,6 +104,16 @@ def pack(msg: object) -> bytes:
     else:
         raise TypeError(f"not a protocol message: {type(msg).__name__}")
     return msgpack.packb(body, use_bin_type=True)
+
+
+def _write(w: Write) -> list:
+    """Trailing fields at their default are left out: ``offset``, then ``meta``."""
+    out = [w.path, w.kind, w.size, w.hash, w.pieces]
+    if w.offset or w.meta is not None:
+        out.append(w.offset)
+    if w.meta is not None:
+        out.append(list(w.meta))
+    return out
 
 
 def encode(msg: object) -> bytes:
@@ -120,19 +152,29 @@ def _build(body: tuple) -> Message:
         if not isinstance(listings, tuple):
             raise ProtocolError("listings must be a list")
         return WalkReply(
-            equal, tuple(x if x is None else _records(x, Entry) for x in listings), have, indexed
+            equal, tuple(x if x is None else _entries(x) for x in listings), have, indexed
         )
     if code == _APPLY:
-        if len(fields) not in (8, 10):
-            raise ProtocolError("an apply has 8 or 10 fields")
+        if len(fields) not in (8, 10, 11):
+            raise ProtocolError("an apply has 8, 10 or 11 fields")
         hash_len, base, removes, mkdirs, writes, sizes, literals, basis, *stream = fields
         if not isinstance(writes, tuple) or not all(
-            isinstance(w, tuple) and len(w) in (5, 6) for w in writes
+            isinstance(w, tuple) and 5 <= len(w) <= 7 for w in writes
         ):
-            raise ProtocolError("writes must be a list of 5 or 6 fields each")
+            raise ProtocolError("writes must be a list of 5 to 7 fields each")
         writes = tuple(Write(*w) for w in writes)
+        attrs = _records(stream.pop(), Attr) if len(stream) == 3 else ()
         return Apply(
-            hash_len, base, removes, mkdirs, writes, sizes, literals, _records(basis, Span), *stream
+            hash_len,
+            base,
+            removes,
+            mkdirs,
+            writes,
+            sizes,
+            literals,
+            _records(basis, Span),
+            *stream,
+            attrs=attrs,
         )
     if code == _APPLY_REPLY:
         return ApplyReply(*fields)

@@ -32,7 +32,11 @@ class CountingDisk(DiskFileSystem):
         return (*key[:2], 0, *key[3:]) if self.frozen_ctime else key
 
     def entries(self, path):
-        return [(n, d, self._freeze(k)) for n, d, k in super().entries(path)]
+        return [(n, kind, self._freeze(k), meta) for n, kind, k, meta in super().entries(path)]
+
+    def info(self, path):
+        name, kind, key, meta = super().info(path)
+        return name, kind, self._freeze(key), meta
 
     def stat_key(self, path):
         return self._freeze(super().stat_key(path))
