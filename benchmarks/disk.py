@@ -18,6 +18,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -59,7 +60,10 @@ class DiskWorkload:
     description: str
     prepare: Callable[[Path], None]
     rsync_args: tuple[str, ...] = ()
-    edit: bool = False
+    #: Repeat runs: each tool syncs once untimed, then each run makes this change to the
+    #: source (``None``: none, a no-op) and times the sync of it, both sides restarted.
+    change: Callable[[Path], None] | None = None
+    repeat: bool = False
     full_only: bool = False
     side_memory: bool = False
 
@@ -90,6 +94,56 @@ def _tiny(count: int) -> Callable[[Path], None]:
     return prepare
 
 
+def _flip(src: Path) -> None:
+    flip_middle_byte(src / "big.img")
+
+
+DJANGO = "5.1.15"
+CACHE = Path(__file__).parent / ".cache"
+
+
+def _django(src: Path) -> None:
+    """The Django sdist, downloaded once into ``benchmarks/.cache`` (not tracked)."""
+    archive = CACHE / f"django-{DJANGO}.tar.gz"
+    if not archive.exists():
+        CACHE.mkdir(exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+             "-q", "-d", str(CACHE), f"django=={DJANGO}"],
+            check=True,
+        )  # fmt: skip
+    with tarfile.open(archive) as tar:
+        tar.extractall(src, filter="tar")
+
+
+def _toggle_exec(src: Path) -> None:
+    path = src / f"django-{DJANGO}" / "django" / "db" / "models" / "query.py"
+    path.chmod(path.stat().st_mode ^ 0o111)
+
+
+def _django_meta(src: Path) -> None:
+    _django(src)
+    root = src / f"django-{DJANGO}"
+    os.symlink("django/__init__.py", root / "link_relative")
+    os.symlink("/etc/hostname", root / "link_absolute")
+    os.symlink("no/such/file", root / "link_dangling")
+    os.symlink("django", root / "link_dir")
+    for i, path in enumerate(sorted(root.rglob("*.py"))[:500]):
+        path.chmod([0o755, 0o600, 0o640, 0o444, 0o700][i % 5])
+    for i, path in enumerate(sorted(root.rglob("*"))):
+        os.utime(path, ns=(1_400_000_000_000_000_000 + i, 1_400_000_000_000_000_000 + i),
+                 follow_symlinks=False)  # fmt: skip
+
+
+def find_listing(root: Path) -> list[str]:
+    """``find -printf '%P %y %m %s %T@ %l'`` without the target's own state."""
+    out = subprocess.run(
+        ["find", str(root), "-mindepth", "1", "-printf", r"%P %y %m %s %T@ %l\n"],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    return sorted(line for line in out if not line.startswith(".merkle_sync"))
+
+
 WORKLOADS = [
     DiskWorkload("initial_1g", "one 1 GiB random file into an empty directory", _initial(GIB)),
     DiskWorkload(
@@ -97,7 +151,8 @@ WORKLOADS = [
         "1 byte overwritten in the middle of a 1 GiB file the target holds",
         _initial(GIB),
         ("--no-whole-file",),
-        edit=True,
+        change=_flip,
+        repeat=True,
     ),
     DiskWorkload("files_1100", "1,100 new files of 1 MiB", _many(1100, MIB)),
     DiskWorkload("initial_4g", "one 4 GiB random file", _initial(4 * GIB), full_only=True),
@@ -106,14 +161,45 @@ WORKLOADS = [
         "1 byte overwritten in the middle of a 4 GiB file",
         _initial(4 * GIB),
         ("--no-whole-file",),
-        edit=True,
+        change=_flip,
+        repeat=True,
         full_only=True,
+    ),
+    DiskWorkload("django_initial", "Django 5.1 source into an empty directory", _django),
+    DiskWorkload(
+        "django_noop", "Django again, nothing changed, both sides restarted", _django, repeat=True
+    ),
+    DiskWorkload(
+        "django_chmod",
+        "chmod +x (then -x) of one file in Django, both sides restarted",
+        _django,
+        change=_toggle_exec,
+        repeat=True,
+    ),
+    DiskWorkload(
+        "django_meta",
+        "Django plus links (relative, absolute, dangling), exec bits, odd modes, old mtimes",
+        _django_meta,
     ),
     DiskWorkload(
         "tiny_100k",
         "100,000 files of 0-2 KiB: memory per file on each side",
         _tiny(100_000),
         side_memory=True,
+        full_only=True,
+    ),
+    DiskWorkload(
+        "tiny_100k_noop",
+        "the same 100,000 files again, nothing changed, both sides restarted",
+        _tiny(100_000),
+        repeat=True,
+        full_only=True,
+    ),
+    DiskWorkload(
+        "tiny_1m_noop",
+        "1,000,000 files of 0-2 KiB, nothing changed, both sides restarted",
+        _tiny(1_000_000),
+        repeat=True,
         full_only=True,
     ),
 ]
@@ -150,7 +236,7 @@ def run(workload: DiskWorkload, root: Path, runs: int) -> dict:
     print(f"preparing {workload.name} ...", file=sys.stderr, flush=True)
     src.mkdir()
     workload.prepare(src)
-    if workload.edit:
+    if workload.repeat:
         _fresh(ours_dst, rsync_dst, cache)
         subprocess.run(ours_cmd, check=True, env=env, capture_output=True)
         if has_rsync:
@@ -159,8 +245,9 @@ def run(workload: DiskWorkload, root: Path, runs: int) -> dict:
     theirs: list[dict] = []
     for i in range(runs):
         print(f"  run {i + 1}/{runs}", file=sys.stderr, flush=True)
-        if workload.edit:
-            flip_middle_byte(src / "big.img")
+        if workload.repeat:
+            if workload.change is not None:
+                workload.change(src)
             subprocess.run(["sync"], check=True)
         else:
             _fresh(ours_dst, rsync_dst, cache)
@@ -171,6 +258,8 @@ def run(workload: DiskWorkload, root: Path, runs: int) -> dict:
             sent = sum(int(n.replace(",", "")) for _, n in _RSYNC_BYTES.findall(out))
             theirs.append({"seconds": seconds, "rss_mib": rss, "bytes": sent})
     result = {"description": workload.description, "ours": ours, "rsync": theirs}
+    if shutil.which("find"):
+        result["meta_identical"] = find_listing(src) == find_listing(ours_dst)
     if workload.side_memory:
         result["sides"] = _side_memory(src)
     return result
@@ -202,8 +291,9 @@ def _median(rows: list[dict], key: str) -> float | None:
 def table(results: dict) -> str:
     head = (
         "| workload | ours s | rsync s | ours/rsync time | ours peak RSS MiB | rsync peak RSS MiB "
-        "| ours B on the wire | rsync B | frames (round trips) | writes |\n"
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
+        "| ours B on the wire | rsync B | frames (round trips) | writes | content reads "
+        "| metadata as source |\n"
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
     )
     rows = []
     for name, r in results.items():
@@ -218,12 +308,15 @@ def table(results: dict) -> str:
             + (f"{_median(rsync, 'rss_mib'):.0f}" if rsync else "n/a")
             + f" | {last['bytes']:,} | "
             + (f"{int(_median(rsync, 'bytes')):,}" if rsync else "n/a")
-            + f" | {last['frames']} ({last['round_trips']}) | {last['writes']} |"
+            + f" | {last['frames']} ({last['round_trips']}) | {last['writes']} "
+            + f"| {last.get('content_reads', 'n/a')} | "
+            + {True: "identical", False: "DIFFERS", None: "n/a"}[r.get("meta_identical")]
+            + " |"
         )
         for side, m in r.get("sides", {}).items():
             rows.append(
                 f"| {name}: {side} side alone | | | | {m['rss_mib']:.0f} | | "
-                f"{m['bytes_per_file']:.0f} B per file | | | |"
+                f"{m['bytes_per_file']:.0f} B per file | | | | | |"
             )
     return head + "\n".join(rows) + "\n"
 

@@ -26,6 +26,15 @@ class CountingDiskFileSystem(DiskFileSystem):
     def __init__(self) -> None:
         super().__init__()
         self.writes = 0
+        self.reads = 0  # calls that read file content, on either side
+
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        self.reads += 1
+        return super().read_range(path, offset, length)
+
+    def readfile(self, path: str) -> bytes:
+        self.reads += 1
+        return super().readfile(path)
 
     def _counted(self, sink: Any) -> Any:
         commit = sink.commit
@@ -72,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         "frames": s.frames,
         "round_trips": s.round_trips,
         "writes": fs.writes,
+        "content_reads": fs.reads,
         "literal_bytes": s.literal_bytes,
         "reused_bytes": s.reused_bytes,
     }

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from merkle_sync.merkle import FileNode
-from merkle_sync.protocol import MAX_REUSE, Apply, Attr, Piece, Span, Write
+from merkle_sync.protocol import MAX_REUSE, Apply, Attr, Piece, Span, Write, trusted
 
 #: Literal bytes per frame. Measured on a 1 GiB initial sync on disk, both sides in one
 #: fresh process, 3 runs each (README, "Choosing the frame budget"): peak RSS 55 MiB with
@@ -148,7 +148,8 @@ class FrameCutter:
     ) -> None:
         """Close one file's segment in the frame, reading its literal bytes."""
         frame.writes.append(
-            Write(
+            trusted(
+                Write,
                 rel,
                 node.kind,
                 node.tree.size,
@@ -179,7 +180,8 @@ class FrameCutter:
             raise OSError("a source file changed while it was being sent")
         head = self.head
         first = part == 0
-        msg = Apply(
+        msg = trusted(
+            Apply,
             self.n,
             head.base if first else b"",
             head.removes if first else (),

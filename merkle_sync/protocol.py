@@ -6,7 +6,8 @@ paths before anything else trusts the value. Any violation raises :class:`Protoc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
+from typing import TypeVar
 
 from merkle_sync.chunking import CHUNK_MAX
 
@@ -40,6 +41,9 @@ LINK_KIND = 3
 #: A link's text, like a path, never exceeds this.
 MAX_LINK = 4096
 _INT64 = 1 << 63
+
+
+_T = TypeVar("_T")
 
 
 class ProtocolError(ValueError):
@@ -109,6 +113,20 @@ def check_int(n: object, low: int, high: int, what: str) -> int:
     _require(type(n) is int and low <= n <= high, f"{what} out of range: {n!r}")
     assert isinstance(n, int)
     return n
+
+
+def trusted(cls: type[_T], *args: object, **kwargs: object) -> _T:
+    """A record this side built from its own verified state, constructed without the checks.
+
+    Validation belongs where a message is untrusted: the receiving side decodes every frame
+    through the validating constructors. Checking what a side built itself only costs time
+    (an initial sync of 100,000 files built every recipe twice over).
+    """
+    obj = object.__new__(cls)
+    values = dict(zip(_FIELDS[cls], args, strict=False), **kwargs)
+    for name, default in _DEFAULTS[cls]:
+        object.__setattr__(obj, name, values.get(name, default))
+    return obj
 
 
 class Message:
@@ -358,3 +376,11 @@ class Ack(Message):
 
 Request = Walk | Apply
 Response = WalkReply | ApplyReply | Ack
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+_DEFAULTS: dict[type, tuple[tuple[str, object], ...]] = {}
+for _cls in (Entry, Span, Attr, Write, Walk, WalkReply, Apply, ApplyReply, Ack):
+    _FIELDS[_cls] = tuple(f.name for f in fields(_cls))
+    _DEFAULTS[_cls] = tuple(
+        (f.name, None if f.default is MISSING else f.default) for f in fields(_cls)
+    )

@@ -39,6 +39,7 @@ from merkle_sync.protocol import (
     Span,
     Walk,
     WalkReply,
+    trusted,
 )
 
 _NodeRef = tuple[ContentTree, int, int]  # (tree, level, index)
@@ -291,7 +292,8 @@ class SyncSession:
             self._asked_dirs, self._dirs = self._dirs, []
             self._asked, self._probes = self._probes, []
             have = tuple(self._short(r) for r in self._asked)
-            return self._count(Walk(self.hash_len, b"", tuple(self._asked_dirs), have))
+            walk = trusted(Walk, self.hash_len, b"", tuple(self._asked_dirs), have)
+            return self._count(walk)
         self._asked_dirs, self._asked = [], []
         if self._old_paths and not self._refining:
             self._refining = True
@@ -331,7 +333,7 @@ class SyncSession:
             return None
         self._asked_subs = list(wants)
         self._basis = tuple(spans)
-        return Walk(self.hash_len, b"", (), tuple(wants), self._basis)
+        return trusted(Walk, self.hash_len, b"", (), tuple(wants), self._basis)
 
     # -- the final request -----------------------------------------------------------------
     def _missing(self, node: FileNode) -> list[tuple[int, int, int]]:
@@ -410,4 +412,6 @@ def _listing(node: Node | None, hash_len: int) -> tuple[Entry, ...]:
     """What the target listed for a directory when it still equalled ``node``."""
     if not isinstance(node, DirNode):
         raise ValueError("change mode lost track of a directory")
-    return tuple(Entry(k, c.kind, c.hash[:hash_len], c.meta) for k, c in node.children.items())
+    return tuple(
+        trusted(Entry, k, c.kind, c.hash[:hash_len], c.meta) for k, c in node.children.items()
+    )

@@ -20,6 +20,7 @@ from merkle_sync.protocol import (
     Span,
     Walk,
     WalkReply,
+    trusted,
 )
 from merkle_sync.scan import Scanner
 from merkle_sync.store import PATCH_MIN, TargetStore
@@ -107,7 +108,9 @@ class ReplicatorTarget:
         for rel in req.dirs:
             node = lookup(self.tree, rel)
             if isinstance(node, DirNode):
-                entries = (Entry(k, c.kind, c.hash[:n], c.meta) for k, c in node.children.items())
+                entries = (
+                    trusted(Entry, k, c.kind, c.hash[:n], c.meta) for k, c in node.children.items()
+                )
                 listings.append(tuple(entries))
             else:
                 listings.append(None)
@@ -118,7 +121,7 @@ class ReplicatorTarget:
                 bits[i // 8] |= 1 << (i % 8)
                 if len(confirmed) < MAX_CONFIRMED:
                     confirmed.append(h)
-        return WalkReply(False, tuple(listings), bytes(bits), len(self.index))
+        return trusted(WalkReply, False, tuple(listings), bytes(bits), len(self.index))
 
     def _basis(self, spans: tuple[Span, ...], n: int) -> Held:
         """Sub-chunks of the old leaves overlapping each span, by short hash.

@@ -260,3 +260,14 @@ def test_literal_reused_by_hash_within_one_apply(target):
     )
     t.handle_request(req)
     assert fs.readfile("/t/a") == fs.readfile("/t/b") == b"abc"
+
+
+@pytest.mark.parametrize("msg", valid_messages(), ids=lambda m: type(m).__name__)
+def test_a_message_built_trusted_equals_the_checked_one(msg):
+    """What a side builds from its own state skips the checks, and nothing else differs."""
+    from dataclasses import fields
+
+    from merkle_sync.protocol import trusted
+
+    copy = trusted(type(msg), *(getattr(msg, f.name) for f in fields(msg)))
+    assert copy == msg and encode(copy) == encode(msg)
