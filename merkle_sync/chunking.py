@@ -74,7 +74,7 @@ def stream_leaves(read: Reader, window: int = READ_WINDOW) -> Iterator[tuple[byt
     while not eof:
         more = read(offset, window)
         offset += len(more)
-        eof = len(more) == 0
+        eof = len(more) < window  # a reader returns less only at the end: no extra call
         buf = carry + more if carry else more
         if not buf:
             return

@@ -26,6 +26,8 @@ StatKey = tuple[int, int, int, int, int]
 #: may change again within the same timestamp tick and keep its stat identity.
 RACY_NS = 1_000_000_000
 _SCHEMA = 1
+#: A full scan reads the whole index in one query up to this many rows (Django: 6,834).
+PRELOAD_MAX = 200_000
 
 
 class FileIndex:
@@ -43,6 +45,20 @@ class FileIndex:
             self._db = self._open()
         self.hits = 0
         self.misses = 0
+        self._rows: dict[str, tuple] | None = None
+
+    def preload(self, limit: int = PRELOAD_MAX) -> None:
+        """Read every row in one query (a full scan then looks up in memory), when there are
+        at most ``limit`` rows; past that, each file is looked up on its own."""
+        count = self._db.execute("SELECT count(*) FROM files").fetchone()[0]
+        if count <= limit:
+            rows = self._db.execute(
+                "SELECT rel, size, mtime, ctime, ino, dev, kind, leaves, ends FROM files"
+            )
+            self._rows = {row[0]: row[1:] for row in rows}
+
+    def release(self) -> None:
+        self._rows = None
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -62,10 +78,13 @@ class FileIndex:
         return db
 
     def lookup(self, rel: str, key: StatKey) -> tuple[int, ContentTree] | None:
-        row = self._db.execute(
-            "SELECT size, mtime, ctime, ino, dev, kind, leaves, ends FROM files WHERE rel=?",
-            (rel,),
-        ).fetchone()
+        if self._rows is not None:
+            row = self._rows.get(rel)
+        else:
+            row = self._db.execute(
+                "SELECT size, mtime, ctime, ino, dev, kind, leaves, ends FROM files WHERE rel=?",
+                (rel,),
+            ).fetchone()
         if row is None or tuple(row[:5]) != key:
             self.misses += 1
             return None

@@ -54,7 +54,13 @@ class Scanner:
         if not fs.exists(path):
             return None
         if self.listing:
-            return self._entry(path, rel, fs.info(path))
+            if self.index is not None and not rel:
+                self.index.preload()  # a full scan: one query instead of one per file
+            try:
+                return self._entry(path, rel, fs.info(path))
+            finally:
+                if self.index is not None:
+                    self.index.release()
         if not fs.isdir(path):
             return self.file(path, rel)
         return self._dir(path, rel)
@@ -73,7 +79,8 @@ class Scanner:
     def _dir(self, path: str, rel: str, meta: Meta | None = None) -> DirNode:
         node = DirNode(meta=meta)
         if self.listing:
-            for info in self.fs.entries(path):
+            # In name order, as rsync creates them: a directory's size then comes out the same.
+            for info in sorted(self.fs.entries(path)):
                 name = info[0]
                 if rel or name != RESERVED:
                     child = self._entry(posixpath.join(path, name), join(rel, name), info)

@@ -70,6 +70,7 @@ class TargetStore:
         self.index = ContentIndex()
         self.ranged = isinstance(fs, RangeReader)
         self.staging = self.ranged and isinstance(fs, Stager)
+        self.keeps_meta = isinstance(fs, StatScanner)  # checked once: Protocol checks are slow
         self._held_bytes: dict[str, bytes] = {}
         self.graves = Graves(self.index, keep_removed, self._drop)
         #: The persistent index of the target's files, on a disk (see ``open_index``).
@@ -213,13 +214,13 @@ class TargetStore:
     def set_meta(self, rel: str, node: Node, meta: Meta | None = None) -> None:
         """Give an entry the mode and mtime its node records (when the filesystem keeps them)."""
         meta = meta if meta is not None else node.meta
-        if meta is not None and isinstance(self.fs, StatScanner):
+        if meta is not None and self.keeps_meta:
             link = isinstance(node, FileNode) and node.kind == KIND_LINK
             self.fs.set_meta(self.abs(rel), meta, link)
 
     def restore_times(self, rel: str, node: DirNode) -> None:
         """A directory whose entries we changed gets back the mtime its node records."""
-        if node.meta is not None and isinstance(self.fs, StatScanner):
+        if node.meta is not None and self.keeps_meta:
             self.fs.set_meta(self.abs(rel), node.meta, False)
 
     def flush(self) -> None:
