@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.disk_sync")
     parser.add_argument("--side", choices=("source", "target"))
     parser.add_argument("--frame-literals", type=int, default=FRAME_LITERALS)
+    parser.add_argument("--compression", type=int, help="zstd level of apply frames (0: off)")
     parser.add_argument("paths", nargs="+")
     args = parser.parse_args(argv)
     fs = CountingDiskFileSystem()
@@ -72,7 +73,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     src, dst = args.paths
     target = ReplicatorTarget(fs, dst)
-    source = ReplicatorSource(fs, src, target.handle_request, frame_literals=args.frame_literals)
+    source = ReplicatorSource(
+        fs,
+        src,
+        target.handle_request,
+        frame_literals=args.frame_literals,
+        compression=args.compression,
+    )
     s = source.stats
     out = {
         "bytes_up": s.bytes_up,

@@ -73,10 +73,17 @@ def check_path(path: object, root_ok: bool = False) -> str:
     if path == "":
         _require(root_ok, "empty path")
         return path
-    parts = path.split("/")
-    for part in parts:
-        check_name(part)
-    _require(parts[0] != RESERVED, f"{RESERVED!r} at the root is reserved")
+    # Whole-string tests first (each one pass in C): empty, "." and ".." components, NUL.
+    wrapped = f"/{path}/"
+    _require(
+        "//" not in wrapped and "/./" not in wrapped and "/../" not in wrapped,
+        f"forbidden component in {path!r}",
+    )
+    _require("\0" not in path, f"path contains NUL: {path!r}")
+    if len(path) * 4 > MAX_NAME_BYTES:  # only then can one component be too long
+        for part in path.split("/"):
+            _require(len(part.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES, "name too long")
+    _require(path.split("/", 1)[0] != RESERVED, f"{RESERVED!r} at the root is reserved")
     return path
 
 

@@ -71,17 +71,21 @@ class ReplicatorSource:
         frame_literals: int = FRAME_LITERALS,
         index: str | bool = True,
         verify: bool = False,
+        compression: int | None = None,
     ) -> None:
         """``index``: the persistent index of the source's files, on a filesystem that lists
         with stat identities: ``True`` keeps it in the user's cache directory (see
         ``default_source_index``), a path puts it there, ``False`` hashes every file at
-        start. ``verify`` hashes every file whatever the index says (rsync's --checksum)."""
+        start. ``verify`` hashes every file whatever the index says (rsync's --checksum).
+        ``compression``: the zstd level of apply frames; ``None`` picks it by the bytes
+        planned, ``0`` sends them plain (a local link, where compressing only costs time)."""
         self.fs = fs
         self.dir = posixpath.normpath(dir_path)
         self.rpc_handle = rpc_handle
         self.hash_len = hash_len
         #: Literal bytes per apply frame: what one request carries and the target holds.
         self.frame_literals = frame_literals
+        self.compression = compression
         self.stats = SyncStats()
         #: A filesystem with ranged reads is streamed and read again only where bytes travel;
         #: otherwise each file is read whole, once per scan and sync.
@@ -202,7 +206,10 @@ class ReplicatorSource:
                 if isinstance(request, Apply):
                     if encoder is None:
                         planned = session.planned_bytes()
-                        encoder = StreamEncoder(stream_level(planned), planned)
+                        level = self.compression
+                        encoder = StreamEncoder(
+                            stream_level(planned) if level is None else level, planned
+                        )
                     frame = encoder.encode(request)
                 else:
                     frame = encode(request)

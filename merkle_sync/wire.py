@@ -264,6 +264,10 @@ class StreamEncoder:
     """
 
     def __init__(self, level: int, planned: int) -> None:
+        self.level = level
+        if level <= 0:  # plain frames: nothing to set up
+            self._started = False
+            return
         params = zstandard.ZstdCompressionParameters.from_level(
             level, source_size=max(planned, 1), window_log=min(23, max(10, planned.bit_length()))
         )
@@ -272,7 +276,7 @@ class StreamEncoder:
 
     def encode(self, msg: object) -> bytes:
         raw = pack(msg)
-        if len(raw) < COMPRESS_MIN or _incompressible(msg):
+        if self.level <= 0 or len(raw) < COMPRESS_MIN or _incompressible(msg):
             return raw
         tag = STREAM_NEXT if self._started else STREAM_START
         self._started = True

@@ -169,3 +169,18 @@ def test_stream_frames_decode_in_order_only():
     encoder, decoder = StreamEncoder(12, 1 << 20), StreamDecoder()
     msgs = [Ack(i) for i in range(3)]  # too small to compress: plain frames skip the stream
     assert [decoder.decode(encoder.encode(m)) for m in msgs] == msgs
+
+
+def test_compression_off_sends_plain_frames():
+    fs = MemoryFileSystem()
+    world(fs, "")
+    target = ReplicatorTarget(fs, "/dst")
+    seen = []
+
+    def link(frame):
+        seen.append(frame[0])
+        return target.handle_request(frame)
+
+    ReplicatorSource(fs, "/src", link, frame_literals=BUDGET, compression=0)
+    assert same_tree(fs, "/src", fs, "/dst")
+    assert len(seen) > 20 and not {1, 2} & set(seen)  # no frame of a zstd stream
