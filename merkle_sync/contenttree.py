@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from merkle_sync.chunking import Reader, cut_leaves, leaf_hash, node_hash, stream_leaves
 
@@ -39,6 +39,8 @@ class ContentTree:
         self._firsts = firsts
 
     def __eq__(self, other: object) -> bool:
+        if isinstance(other, LazyTree):
+            return other == self
         return isinstance(other, ContentTree) and self._hashes == other._hashes
 
     def __hash__(self) -> int:
@@ -105,6 +107,33 @@ class ContentTree:
     def nbytes(self) -> int:
         """Memory held by the packed levels, for reports."""
         return sum(len(h) + 16 * len(e) for h, e in zip(self._hashes, self._ends, strict=True))
+
+
+class LazyTree:
+    """A content tree loaded on first use: a restart keeps unchanged files' trees on disk.
+
+    Behaves as the ``ContentTree`` it loads (every attribute is forwarded to it).
+    """
+
+    __slots__ = ("_load", "_tree")
+
+    def __init__(self, load: Callable[[], ContentTree]) -> None:
+        self._load: Callable[[], ContentTree] | None = load
+        self._tree: ContentTree | None = None
+
+    def __getattr__(self, name: str) -> object:
+        tree = self._tree
+        if tree is None:
+            assert self._load is not None
+            tree = self._tree = self._load()
+            self._load = None
+        return getattr(tree, name)
+
+    def __eq__(self, other: object) -> bool:
+        return self.root == getattr(other, "root", None)
+
+    def __hash__(self) -> int:
+        return hash(self.root)
 
 
 class TreeBuilder:

@@ -18,14 +18,17 @@ import time
 from array import array
 from collections.abc import Iterable
 
-from merkle_sync.contenttree import ContentTree, tree_from_leaves
+from functools import partial
+
+from merkle_sync.contenttree import ContentTree, LazyTree, tree_from_leaves
+from merkle_sync.merkle import file_hash
 
 #: A stat identity: (size, mtime_ns, ctime_ns, inode, device).
 StatKey = tuple[int, int, int, int, int]
 #: Entries of files changed this recently when stored are hashed again next time: the file
 #: may change again within the same timestamp tick and keep its stat identity.
 RACY_NS = 1_000_000_000
-_SCHEMA = 1
+_SCHEMA = 2
 #: A full scan reads the whole index in one query up to this many rows (Django: 6,834).
 PRELOAD_MAX = 200_000
 
@@ -43,8 +46,6 @@ class FileIndex:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path + suffix)
             self._db = self._open()
-        self.hits = 0
-        self.misses = 0
         self._rows: dict[str, tuple] | None = None
 
     def preload(self, limit: int = PRELOAD_MAX) -> None:
@@ -53,9 +54,9 @@ class FileIndex:
         count = self._db.execute("SELECT count(*) FROM files").fetchone()[0]
         if count <= limit:
             rows = self._db.execute(
-                "SELECT rel, size, mtime, ctime, ino, dev, kind, leaves, ends FROM files"
+                "SELECT rel, size, mtime, ctime, ino, dev, kind, hash FROM files"
             )
-            self._rows = {row[0]: row[1:] for row in rows}
+            self._rows = {row[0]: (row[1:6], row[6], row[7]) for row in rows}
 
     def release(self) -> None:
         self._rows = None
@@ -71,30 +72,40 @@ class FileIndex:
         db.execute(
             "CREATE TABLE IF NOT EXISTS files (rel TEXT PRIMARY KEY, size INTEGER,"
             " mtime INTEGER, ctime INTEGER, ino INTEGER, dev INTEGER, kind INTEGER,"
-            " leaves BLOB, ends BLOB)"
+            " hash BLOB, leaves BLOB, ends BLOB)"
         )
         db.execute("SELECT count(*) FROM files").fetchone()  # fails early when corrupt
         db.execute("BEGIN")
         return db
 
-    def lookup(self, rel: str, key: StatKey) -> tuple[int, ContentTree] | None:
+    def lookup(self, rel: str, key: StatKey) -> tuple[int, bytes, LazyTree] | None:
+        """``(kind, file hash, tree)`` of an unchanged file; the tree is read from here only
+        if something asks for it (a no-op restart never does)."""
         if self._rows is not None:
             row = self._rows.get(rel)
         else:
-            row = self._db.execute(
-                "SELECT size, mtime, ctime, ino, dev, kind, leaves, ends FROM files WHERE rel=?",
-                (rel,),
+            found = self._db.execute(
+                "SELECT size, mtime, ctime, ino, dev, kind, hash FROM files WHERE rel=?", (rel,)
             ).fetchone()
-        if row is None or tuple(row[:5]) != key:
-            self.misses += 1
+            row = None if found is None else (found[:5], found[5], found[6])
+        if row is None or row[0] != key:
             return None
+        return row[1], row[2], LazyTree(partial(self.tree, rel, row[2]))
+
+    def tree(self, rel: str, digest: bytes) -> ContentTree:
+        """The content tree stored for ``rel``, which must still be the file hashing to
+        ``digest`` (a lazy tree is never built from a newer row)."""
+        row = self._db.execute(
+            "SELECT kind, hash, leaves, ends FROM files WHERE rel=?", (rel,)
+        ).fetchone()
+        if row is None or row[1] != digest:
+            raise LookupError(f"the index no longer holds the tree of {rel!r}")
         ends = array("Q")
-        ends.frombytes(row[7])
-        if len(row[6]) != 32 * len(ends) or not ends or ends[-1] != key[0]:
-            self.misses += 1
-            return None
-        self.hits += 1
-        return row[5], tree_from_leaves(row[6], ends)
+        ends.frombytes(row[3])
+        tree = tree_from_leaves(row[2], ends)
+        if file_hash(row[0], tree.root) != digest:
+            raise LookupError(f"the index entry of {rel!r} is damaged")
+        return tree
 
     def store(
         self, rel: str, key: StatKey, kind: int, tree: ContentTree, own: bool = False
@@ -105,8 +116,15 @@ class FileIndex:
             self.forget(rel)  # racily clean: hash it again next time
             return
         self._db.execute(
-            "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?)",
-            (rel, *key, kind, tree.leaf_hashes(), tree.leaf_ends().tobytes()),
+            "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                rel,
+                *key,
+                kind,
+                file_hash(kind, tree.root),
+                tree.leaf_hashes(),
+                tree.leaf_ends().tobytes(),
+            ),
         )
 
     def forget(self, rel: str) -> None:

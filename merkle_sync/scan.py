@@ -80,10 +80,11 @@ class Scanner:
         node = DirNode(meta=meta)
         if self.listing:
             # In name order, as rsync creates them: a directory's size then comes out the same.
+            prefix = path if path.endswith("/") else path + "/"
             for info in sorted(self.fs.entries(path)):
                 name = info[0]
                 if rel or name != RESERVED:
-                    child = self._entry(posixpath.join(path, name), join(rel, name), info)
+                    child = self._entry(prefix + name, join(rel, name), info)
                     if child is not None:
                         node.children[name] = child
             return node
@@ -103,7 +104,8 @@ class Scanner:
             if not self.verify:
                 known = index.lookup(rel, key)  # type: ignore[arg-type]
                 if known is not None:
-                    return FileNode.from_tree(*known, meta)
+                    kind, digest, tree = known
+                    return FileNode(kind, tree, digest, meta)  # type: ignore[arg-type]
         if self.ranged:
             tree = stream_tree(partial(self.fs.read_range, path))
             node = FileNode.from_tree(KIND_BYTES, tree, meta)

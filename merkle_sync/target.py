@@ -65,9 +65,9 @@ class ReplicatorTarget:
         if not isinstance(root, DirNode):
             raise NotADirectoryError(f"target is not a directory: {self.dir!r}")
         self.tree: DirNode = root
-        for rel, node in iter_tree(self.tree):
-            if isinstance(node, FileNode):
-                self.index.add(rel, node)
+        #: The content index is built on the first request that needs it: a no-op sync
+        #: (equal roots) never does, and never loads a tree.
+        self._indexed = False
         self._decoder = StreamDecoder()
         self._stream: ApplyStream | None = None
         #: Hashes this sync's walks confirmed holding, in order (see ``MAX_CONFIRMED``).
@@ -97,11 +97,19 @@ class ReplicatorTarget:
             self._stream = None
 
     # -- walking ---------------------------------------------------------------------------
+    def _ensure_index(self) -> None:
+        if not self._indexed:
+            self._indexed = True
+            for rel, node in iter_tree(self.tree):
+                if isinstance(node, FileNode):
+                    self.index.add(rel, node)
+
     def _walk(self, req: Walk) -> WalkReply:
         if req.root:  # a new sync starts
             self._confirmed = []
         if req.root and req.root == self.tree.hash:
             return WalkReply(True, (), b"", 0)
+        self._ensure_index()
         n = req.hash_len
         subs = self._basis(req.basis, n)
         listings: list[tuple[Entry, ...] | None] = []
@@ -154,6 +162,7 @@ class ReplicatorTarget:
 
     # -- applying --------------------------------------------------------------------------
     def _apply(self, req: Apply) -> ApplyReply | Ack:
+        self._ensure_index()
         if req.part == 0:
             self._end_stream()
             if req.base and req.base != self.tree.hash[: req.hash_len]:
