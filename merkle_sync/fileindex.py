@@ -17,7 +17,6 @@ import sqlite3
 import time
 from array import array
 from collections.abc import Iterable
-
 from functools import partial
 
 from merkle_sync.contenttree import ContentTree, LazyTree, tree_from_leaves
