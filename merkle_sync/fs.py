@@ -84,7 +84,6 @@ class RangeReader(Protocol):
 
     def read_range(self, path: str, offset: int, length: int) -> bytes:
         """At most ``length`` bytes from ``offset``; fewer only at the end of the file."""
-        ...
 
 
 class StagedFile(Protocol):
@@ -94,15 +93,12 @@ class StagedFile(Protocol):
 
     def copy_from(self, path: str, offset: int, length: int) -> None:
         """Append bytes of another file without passing them through Python where possible."""
-        ...
 
     def commit(self, path: str) -> None:
         """Atomically put the file at ``path`` (replacing a file there, never a directory)."""
-        ...
 
     def abort(self) -> None:
         """Forget the file; nothing of it remains."""
-        ...
 
 
 #: What a filesystem that reports metadata says of one entry: ``(name, kind, key, meta)``.
@@ -124,7 +120,6 @@ class StatScanner(Protocol):
 
     def set_meta(self, path: str, meta: tuple[int, int], link: bool) -> None:
         """Give an entry its mode (not a link's) and its mtime, never following a link."""
-        ...
 
 
 @runtime_checkable

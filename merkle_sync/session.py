@@ -24,12 +24,12 @@ from collections.abc import Callable, Container, Iterator
 
 from merkle_sync.chunking import CHUNK_AVG, CHUNK_MAX, sub_chunks
 from merkle_sync.contenttree import ContentTree
+from merkle_sync.cover import cover, missing_leaves
 from merkle_sync.frames import FRAME_LITERALS, ApplyHead, FrameCutter, Item
 from merkle_sync.merkle import KIND_DIR, DirNode, FileNode, Meta, Node, iter_tree, join, lookup
 from merkle_sync.protocol import (
     MAX_BASIS_READ,
     MAX_CONFIRMED,
-    MAX_REUSE,
     Ack,
     Apply,
     ApplyReply,
@@ -316,7 +316,7 @@ class SyncSession:
         for rel, node in self.writes.items():
             if rel not in self._old_paths:
                 continue
-            missing = self._missing(node)
+            missing = missing_leaves(node.tree, n, self._held)
             big = [(i, a, b) for i, a, b in missing if b - a >= REFINE_MIN]
             if not big or len(missing) > REFINE_MAX_LEAVES:
                 continue
@@ -336,44 +336,8 @@ class SyncSession:
         return trusted(Walk, self.hash_len, b"", (), tuple(wants), self._basis)
 
     # -- the final request -----------------------------------------------------------------
-    def _missing(self, node: FileNode) -> list[tuple[int, int, int]]:
-        """``(leaf index, start, end)`` of the leaves the target holds nowhere."""
-        tree = node.tree
-        out: list[tuple[int, int, int]] = []
-        stack = [(tree.height - 1, 0)]
-        while stack:
-            level, index = stack.pop()
-            if self._held(tree.hash(level, index)[: self.hash_len]):
-                continue
-            if level:
-                stack.extend((level - 1, c) for c in reversed(tree.children(level, index)))
-            else:
-                out.append((index, *tree.span(0, index)))
-        return out
-
     def _cover(self, node: FileNode, held: Callable[[bytes], bool]) -> Iterator[Item]:
-        """The file as top-down items: held nodes, and leaves (with their sub-chunks if refined).
-
-        A held node larger than one frame may name is split into its children, which the
-        target holds too.
-        """
-        tree = node.tree
-        n = self.hash_len
-        stack = [(tree.height - 1, 0, False)]
-        while stack:
-            level, index, inside = stack.pop()
-            key = tree.hash(level, index)[:n]
-            start, end = tree.span(level, index)
-            if inside or held(key):
-                if level and end - start > MAX_REUSE:
-                    kids = reversed(tree.children(level, index))
-                    stack.extend((level - 1, c, True) for c in kids)
-                else:
-                    yield key, start, end, None
-            elif level:
-                stack.extend((level - 1, c, False) for c in reversed(tree.children(level, index)))
-            else:
-                yield key, start, end, tuple(self._refined.get(key, ()))
+        return cover(node.tree, self.hash_len, held, self._refined)
 
     def _literal_bytes(self) -> int:
         seen: set[bytes] = set()
