@@ -134,8 +134,8 @@ class TargetStore:
             try:
                 patch = self.fs.patch(self.abs(rel), self.tmp_dir)
             except (NotPatchable, OSError):
-                pass
-            else:
+                patch = None  # hard-linked, not a regular file, not writable: stage instead
+            if patch is not None:
                 self._patches[rel] = patch
                 return patch
         return self.fs.stage(self.tmp_dir) if self.staging else MemoryStagedFile()
