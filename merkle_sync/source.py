@@ -121,6 +121,12 @@ class ReplicatorSource:
         while rel and not isinstance(lookup(self.tree, posixpath.dirname(rel)), DirNode):
             rel = posixpath.dirname(rel)
         old = lookup(self.tree, rel)
+        if old is not None and self._in_sync:
+            # The change's sync needs the old content; the scan may replace the index rows
+            # a lazily loaded tree would come from, so load what is still unloaded first.
+            for _, sub in iter_tree(old):
+                if isinstance(sub, FileNode):
+                    sub.tree.root  # noqa: B018  (the load is the point)
         node = self._scan(rel)
         if not rel:
             if not isinstance(node, DirNode):
