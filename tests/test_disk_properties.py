@@ -36,7 +36,8 @@ def entries(root: Path) -> tuple[list[Path], list[Path]]:
 def change(root: Path, data) -> Path:
     """One user change; returns the path an event would name."""
     files, dirs = entries(root)
-    ops = ["write", "mkdir", "link"] + (["modify", "chmod", "touch", "remove"] if files else [])
+    ops = ["write", "mkdir", "link"]
+    ops += ["modify", "chmod", "touch", "remove", "rename"] if files else []
     ops += ["rmdir"] if len(dirs) > 1 else []
     op = data.draw(st.sampled_from(ops))
     if op in ("write", "mkdir", "link"):
@@ -57,6 +58,11 @@ def change(root: Path, data) -> Path:
         shutil.rmtree(path)
         return path
     path = data.draw(st.sampled_from(files))
+    if op == "rename":  # a move: removal and addition, the content kept by the target
+        to = data.draw(st.sampled_from(dirs)) / data.draw(NAMES)
+        if not (to.exists() or to.is_symlink()):
+            path.rename(to)
+        return to.parent
     if op == "remove":
         path.unlink()
     elif path.is_symlink():
