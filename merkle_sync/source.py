@@ -13,7 +13,7 @@ from merkle_sync.frames import FRAME_LITERALS
 from merkle_sync.fs import RangeReader, StatScanner
 from merkle_sync.merkle import DirNode, FileNode, Node, encode_content, iter_tree, lookup, put
 from merkle_sync.protocol import FULL_HASH, MIN_HASH, Apply, Message, ProtocolError
-from merkle_sync.scan import Scanner
+from merkle_sync.scan import EscapeRefused, Scanner, check_beneath
 from merkle_sync.session import SyncSession
 from merkle_sync.wire import StreamEncoder, decode, encode, stream_level
 
@@ -90,6 +90,8 @@ class ReplicatorSource:
         #: A filesystem with ranged reads is streamed and read again only where bytes travel;
         #: otherwise each file is read whole, once per scan and sync.
         self._ranged = isinstance(fs, RangeReader)
+        self._listing = isinstance(fs, StatScanner)
+        self._checked: set[str] = set()  # directories found real during the current sync
         self._fresh = _ReadCache(0 if self._ranged else keep_read)
         self._data: dict[str, bytes] = {}
         #: Short hashes of every content node the target holds (with multiplicity), valid
@@ -120,6 +122,11 @@ class ReplicatorSource:
         # Rescan from the deepest place our tree still knows as a directory's child.
         while rel and not isinstance(lookup(self.tree, posixpath.dirname(rel)), DirNode):
             rel = posixpath.dirname(rel)
+        if self._listing and rel:
+            try:  # a directory on the way swapped for a link: rescan from the link itself
+                check_beneath(self.fs, self.dir, posixpath.dirname(rel), set())
+            except EscapeRefused as exc:
+                rel = exc.rel
         old = lookup(self.tree, rel)
         if old is not None and self._in_sync:
             # The change's sync needs the old content; the scan may replace the index rows
@@ -180,7 +187,8 @@ class ReplicatorSource:
     # -- syncing ---------------------------------------------------------------------------
     def _read(self, rel: str, start: int, end: int) -> bytes:
         """Bytes of a source file: a ranged read, or the whole file read once per sync."""
-        if self._ranged:
+        if self._ranged:  # never through a directory that became a link since the scan
+            check_beneath(self.fs, self.dir, posixpath.dirname(rel), self._checked)
             return self.fs.read_range(self._abs(rel), start, end - start)
         data = self._fresh.get(rel)
         if data is None:
@@ -206,6 +214,7 @@ class ReplicatorSource:
         """
         stats = self.stats
         stats.syncs += 1
+        self._checked.clear()
         encoder: StreamEncoder | None = None
         try:
             while request is not None:

@@ -28,6 +28,7 @@ from merkle_sync.merkle import (
 )
 from merkle_sync.patchfile import NotPatchable, PatchedFile
 from merkle_sync.protocol import RESERVED, ProtocolError
+from merkle_sync.scan import check_beneath
 
 #: Files at least this large are changed in place behind an undo journal when their new
 #: version keeps every byte of the old one's length, so an edit writes only what changed.
@@ -88,6 +89,7 @@ class TargetStore:
                 fs.makedirs(d)
         self.patch_min = patch_min if self.staging and isinstance(fs, Patcher) else None
         self._patches: dict[str, PatchedFile] = {}  # open patches by path: their old bytes
+        self._checked: set[str] = set()  # directories checked real during this request
 
     def open_index(self, index: str | bool) -> FileIndex | None:
         """``True``: ``<target>/.merkle_sync/index.sqlite``; a path: there; ``False``: none.
@@ -99,11 +101,29 @@ class TargetStore:
         return self.file_index
 
     def abs(self, rel: str) -> str:
+        """The path of ``rel`` on the filesystem; on a disk, only once every directory above
+        it, from the target's root down, is checked to be a real directory, not a link."""
+        if self.staging:
+            self._beneath(posixpath.dirname(rel) if rel else "")
         return posixpath.join(self.dir, rel) if rel else self.dir
+
+    def _tmp(self) -> str:
+        self._beneath(posixpath.join(RESERVED, "tmp"))
+        return self.tmp_dir
+
+    def begin_request(self) -> None:
+        """Directories checked for one request only: between requests anything may change."""
+        self._checked.clear()
+
+    def _beneath(self, rel_dir: str) -> None:
+        check_beneath(self.fs, self.dir, rel_dir, self._checked)
 
     def where(self, rel: str) -> str:
         """The path holding a file's or a grave's bytes."""
-        return posixpath.join(self.held_dir, rel[1:]) if rel[:1] == "\0" else self.abs(rel)
+        if rel[:1] == "\0":
+            self._beneath(posixpath.join(RESERVED, "held"))
+            return posixpath.join(self.held_dir, rel[1:])
+        return self.abs(rel)
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, rel: str, start: int, end: int, cache: dict[str, bytes]) -> bytes:
@@ -132,13 +152,13 @@ class TargetStore:
         big = isinstance(old, FileNode) and self.patch_min is not None
         if big and old.tree.size >= self.patch_min and size >= old.tree.size:  # type: ignore
             try:
-                patch = self.fs.patch(self.abs(rel), self.tmp_dir)
+                patch = self.fs.patch(self.abs(rel), self._tmp())
             except (NotPatchable, OSError):
                 patch = None  # hard-linked, not a regular file, not writable: stage instead
             if patch is not None:
                 self._patches[rel] = patch
                 return patch
-        return self.fs.stage(self.tmp_dir) if self.staging else MemoryStagedFile()
+        return self.fs.stage(self._tmp()) if self.staging else MemoryStagedFile()
 
     def unchanged(self, sink: Sink, path: str, rel: str, start: int, at: int) -> bool:
         """True when a reused piece is already in place in the file being patched."""
@@ -165,7 +185,7 @@ class TargetStore:
         if sink.journaled + sink.pending() <= PATCH_MAX:
             sink.flush()
             return sink
-        staged = self.fs.stage(self.tmp_dir)
+        staged = self.fs.stage(self._tmp())
         staged.copy_from(sink.path, 0, sink.flushed)  # the new content written so far
         ops = sink.take_ops()
         sink.abort()  # the old version is back, for the queued pieces to copy from
@@ -201,7 +221,7 @@ class TargetStore:
     def commit(self, sink: Sink, rel: str, content: object, node: FileNode) -> None:
         path = self.abs(rel)
         if node.kind == KIND_LINK:
-            self.fs.make_link(self.tmp_dir, path, content)
+            self.fs.make_link(self._tmp(), path, content)
         elif isinstance(sink, MemoryStagedFile):
             self.fs.writefile(path, content)
         else:

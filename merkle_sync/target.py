@@ -77,6 +77,7 @@ class ReplicatorTarget:
         """Answer one request; a frame (bytes) gets a frame back, a message gets a message."""
         if isinstance(request, (bytes, bytearray, memoryview)):
             return encode(self.handle_request(self._decoder.decode(request)))
+        self.store.begin_request()
         if isinstance(request, Walk):
             self._end_stream()  # a walk means the source started over
             return self._walk(request)

@@ -45,3 +45,67 @@ def test_links_in_the_source_are_not_followed(tmp_path):
     assert (dst / "escape").is_symlink()
     assert os.readlink(dst / "escape") == str(outside)
     assert sorted(os.listdir(outside)) == ["secret"]
+
+
+def test_a_directory_swapped_for_a_link_between_syncs_is_never_followed(tmp_path):
+    """Someone replaces a directory inside the target, or the target's own state directory,
+    by a link elsewhere: writes, removals and metadata never land outside."""
+    import shutil
+
+    import pytest
+
+    from merkle_sync import FileSystemEvent, FileSystemEventType
+    from merkle_sync.scan import EscapeRefused
+
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    (src / "d").mkdir(parents=True)
+    outside.mkdir()
+    (src / "d" / "f").write_bytes(b"one")
+    (src / "d" / "g").write_bytes(b"two")
+    (outside / "g").write_bytes(b"keep me")
+    fs = DiskFileSystem()
+    target = ReplicatorTarget(fs, str(dst))
+    source = ReplicatorSource(fs, str(src), MeteredRpc(target.handle_request))
+    shutil.rmtree(dst / "d")
+    os.symlink(outside, dst / "d")  # behind the replicator's back
+    (src / "d" / "f").write_bytes(b"changed")
+    (src / "d" / "g").unlink()
+    (src / "d" / "new").write_bytes(b"new")
+    for name in ("f", "g", "new"):
+        with pytest.raises(EscapeRefused):
+            fs.handle_event(
+                FileSystemEvent(str(src / "d" / name), FileSystemEventType.FILE_MODIFIED)
+            )
+    assert sorted(os.listdir(outside)) == ["g"]
+    assert (outside / "g").read_bytes() == b"keep me"
+    # A restarted target sees the link for what it is, and the next sync replaces it.
+    target = ReplicatorTarget(fs, str(dst))
+    ReplicatorSource(fs, str(src), MeteredRpc(target.handle_request))
+    assert snapshot(fs, str(src)) == snapshot(fs, str(dst))
+    assert not (dst / "d").is_symlink()
+    assert sorted(os.listdir(outside)) == ["g"]
+    del source
+
+
+def test_a_source_directory_swapped_for_a_link_is_mirrored_as_the_link(tmp_path):
+    """The event names a file below the swapped directory: the source rescans from the link
+    and sends the link, never the content it points at."""
+    import shutil
+
+    from merkle_sync import FileSystemEvent, FileSystemEventType
+
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    (src / "d").mkdir(parents=True)
+    outside.mkdir()
+    (src / "d" / "f").write_bytes(b"inside")
+    (outside / "f").write_bytes(b"private, outside the source")
+    fs = DiskFileSystem()
+    target = ReplicatorTarget(fs, str(dst))
+    ReplicatorSource(fs, str(src), MeteredRpc(target.handle_request))
+    shutil.rmtree(src / "d")
+    os.symlink(outside, src / "d")
+    fs.handle_event(FileSystemEvent(str(src / "d" / "f"), FileSystemEventType.FILE_MODIFIED))
+    assert (dst / "d").is_symlink() and os.readlink(dst / "d") == str(outside)
+    for path in dst.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert path.read_bytes() != b"private, outside the source"
