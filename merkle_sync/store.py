@@ -170,8 +170,8 @@ class TargetStore:
         if patched is not None and patched is not sink:  # its old bytes, partly journaled
             for at in range(start, end, 1 << 20):
                 sink.write(patched.read_old(at, min(1 << 20, end - at)))
-        elif self.staging and rel not in self._held_bytes and not isinstance(
-            sink, MemoryStagedFile
+        elif (
+            self.staging and rel not in self._held_bytes and not isinstance(sink, MemoryStagedFile)
         ):
             sink.copy_from(self.where(rel), start, end - start)
         else:

@@ -136,9 +136,12 @@ def _unsqueeze(frame: bytes) -> bytes:
     size = zstandard.frame_content_size(frame)
     if size < 0 or size > MAX_FRAME:
         raise ProtocolError(f"compressed frame declares an unusable size {size}")
-    out = zstandard.ZstdDecompressor().decompress(frame, max_output_size=size)
-    if len(out) != size:
+    stream = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).decompressobj()
+    out = _inflate(stream, frame)  # bounded, and it notices where the frame ends
+    if len(out) != size or not stream.eof:
         raise ProtocolError("compressed frame does not match its declared size")
+    if stream.unused_data:
+        raise ProtocolError("bytes follow the compressed frame")
     return out
 
 

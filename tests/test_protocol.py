@@ -271,3 +271,11 @@ def test_a_message_built_trusted_equals_the_checked_one(msg):
 
     copy = trusted(type(msg), *(getattr(msg, f.name) for f in fields(msg)))
     assert copy == msg and encode(copy) == encode(msg)
+
+
+def test_bytes_after_a_compressed_frame_are_refused():
+    frame = encode(Walk(8, b"", tuple(f"some/long/dir/{i}" for i in range(50)), ()))
+    assert frame.startswith(b"\x28\xb5\x2f\xfd")
+    for tail in (b"x", b"junk" * 1000, frame):
+        with pytest.raises(ProtocolError):
+            decode(frame + tail)
