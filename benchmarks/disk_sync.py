@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--side", choices=("source", "target"))
     parser.add_argument("--frame-literals", type=int, default=FRAME_LITERALS)
     parser.add_argument("--compression", type=int, help="zstd level of apply frames (0: off)")
+    parser.add_argument("--no-durable", action="store_true", help="no flush per frame")
     parser.add_argument("paths", nargs="+")
     args = parser.parse_args(argv)
     fs = CountingDiskFileSystem()
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"files": files}))
         return
     src, dst = args.paths
-    target = ReplicatorTarget(fs, dst)
+    target = ReplicatorTarget(fs, dst, durable=not args.no_durable)
     source = ReplicatorSource(
         fs,
         src,

@@ -75,7 +75,11 @@ class ApplyStream:
                 self.store.abort(staged.write.path, staged.sink)
             self.abort()
             raise
+        if done:
+            self.store.durable()  # the staged bytes reach the disk before any rename
         self._commit(req, done)
+        if req.removes or req.mkdirs or done or req.attrs:
+            self.store.durable()  # and the renames, removals and new directories after
         if req.final:
             self.store.trim()
 

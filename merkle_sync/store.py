@@ -63,9 +63,17 @@ class TargetStore:
     """Everything the target does to its filesystem, and the index of what it holds."""
 
     def __init__(
-        self, fs: Any, root: str, keep_removed: int, patch_min: int | None = PATCH_MIN
+        self,
+        fs: Any,
+        root: str,
+        keep_removed: int,
+        patch_min: int | None = PATCH_MIN,
+        durable: bool = True,
     ) -> None:
         self.fs = fs
+        #: Flush the filesystem twice per frame: staged data before the renames, then the
+        #: renames. A power loss never leaves an empty or torn file where a sync succeeded.
+        self.durable_writes = durable and hasattr(fs, "sync_data")
         self.dir = root
         self.keep_removed = keep_removed
         self.index = ContentIndex()
@@ -110,6 +118,10 @@ class TargetStore:
     def _tmp(self) -> str:
         self._beneath(posixpath.join(RESERVED, "tmp"))
         return self.tmp_dir
+
+    def durable(self) -> None:
+        if self.durable_writes:
+            self.fs.sync_data(self.dir)
 
     def begin_request(self) -> None:
         """Directories checked for one request only: between requests anything may change."""

@@ -44,17 +44,20 @@ class ReplicatorTarget:
         index: str | bool = True,
         verify: bool = False,
         patch_min: int | None = PATCH_MIN,
+        durable: bool = True,
     ) -> None:
         """``index``: the persistent index of the target's files (on a disk only): ``True``
         keeps it in ``<target>/.merkle_sync/index.sqlite``, a path puts it there, ``False``
         hashes every file at start. ``verify`` ignores what the index says and hashes all.
         ``patch_min``: files at least this large are changed in place behind an undo
-        journal, writing only what changed (on a disk only; ``None``: always stage)."""
+        journal, writing only what changed (on a disk only; ``None``: always stage).
+        ``durable``: flush the disk before and after each frame's renames, so a power loss
+        after a sync reported success loses nothing (``False`` trades that for speed)."""
         self.fs = fs
         self.dir = posixpath.normpath(dir_path)
         if not fs.exists(self.dir):
             fs.makedirs(self.dir)
-        self.store = TargetStore(fs, self.dir, keep_removed, patch_min)
+        self.store = TargetStore(fs, self.dir, keep_removed, patch_min, durable)
         self.index = self.store.index
         file_index = self.store.open_index(index)
         scanner = Scanner(fs, None, file_index, verify)

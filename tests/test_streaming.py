@@ -184,3 +184,40 @@ def test_compression_off_sends_plain_frames():
     ReplicatorSource(fs, "/src", link, frame_literals=BUDGET, compression=0)
     assert same_tree(fs, "/src", fs, "/dst")
     assert len(seen) > 20 and not {1, 2} & set(seen)  # no frame of a zstd stream
+
+
+def test_each_frame_is_flushed_before_and_after_its_renames(tmp_path):
+    """Durability: staged bytes are on disk before the rename that publishes them, and the
+    renames before the frame is answered; durable=False skips both flushes."""
+    events: list[str] = []
+
+    class Recording(DiskFileSystem):
+        def sync_data(self, path):
+            events.append("sync")
+            super().sync_data(path)
+
+        def stage(self, tmp_dir):
+            staged = super().stage(tmp_dir)
+            commit = staged.commit
+
+            def logged(path):
+                events.append("rename")
+                commit(path)
+
+            staged.commit = logged
+            return staged
+
+    fs = Recording()
+    world(fs, str(tmp_path))
+    target = ReplicatorTarget(fs, f"{tmp_path}/dst")
+    ReplicatorSource(fs, f"{tmp_path}/src", target.handle_request, frame_literals=BUDGET)
+    assert events.count("rename") == 41
+    assert events[0] == "sync" and events[-1] == "sync"
+    for i, what in enumerate(events):  # every run of renames sits between two flushes
+        if what == "rename":
+            assert "sync" in events[:i] and "sync" in events[i:]
+    events.clear()
+    (tmp_path / "src" / "late").write_bytes(b"x")
+    quick = ReplicatorTarget(fs, f"{tmp_path}/dst", durable=False)
+    ReplicatorSource(fs, f"{tmp_path}/src", quick.handle_request)
+    assert events == ["rename"]
