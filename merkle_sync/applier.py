@@ -18,7 +18,7 @@ from merkle_sync.chunking import CHUNK_MAX, leaf_hash
 from merkle_sync.contenttree import TreeBuilder
 from merkle_sync.merkle import DirNode, FileNode, file_hash, lookup, put, split
 from merkle_sync.patchfile import PatchedFile
-from merkle_sync.protocol import MAX_REUSE, Apply, Attr, ProtocolError, Write
+from merkle_sync.protocol import MAX_PATH_BYTES, MAX_REUSE, Apply, Attr, ProtocolError, Write
 from merkle_sync.store import Sink, TargetStore
 
 Held = dict[bytes, tuple[bytes, bytes | memoryview]]  # short hash -> (full hash, bytes)
@@ -228,6 +228,10 @@ class ApplyStream:
         def exists(rel: str) -> bool:
             return rel in made or (not gone(rel) and lookup(self.tree, rel) is not None)
 
+        room = MAX_PATH_BYTES - len(self.store.dir.encode("utf-8", "surrogateescape")) - 1
+        for rel in (*req.mkdirs, *(w.path for w in req.writes)):
+            if len(rel.encode("utf-8", "surrogatepass")) >= room:  # PATH_MAX on the target
+                raise ProtocolError(f"{rel!r} is too long a path below this target")
         for rel in req.removes:
             if not exists(rel):
                 raise ProtocolError(f"cannot remove {rel!r}: nothing is there")

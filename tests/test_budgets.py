@@ -121,3 +121,22 @@ def test_a_piece_named_by_a_position_the_walk_never_confirmed_is_refused():
     target.handle_request(encode(Walk(8, b"", (), (node.tree.root[:8],))))
     target.handle_request(encode(Apply(8, b"", (), (), (write,), (), b"")))
     assert fs.readfile("/t/copy") == fs.readfile("/t/held.bin")
+
+
+def test_a_path_too_long_for_the_target_is_refused_before_anything_lands():
+    fs, _, _ = make_target()
+    deep = "/".join(["d" * 200] * 20 + ["f" * 74])  # 4,094 bytes: legal in the protocol
+    fs.makedirs("/t/" + deep.rsplit("/", 1)[0])  # its directories exist
+    target = ReplicatorTarget(fs, "/t")
+    first = literal_apply("ok", b"fine")
+    request = Apply(
+        8, b"", (), (), (first.writes[0], Write(deep, KIND_BYTES, 4, first.writes[0].hash, (1,))),
+        (4, 4), b"finefine",
+    )  # fmt: skip
+    assert_refused_untouched(fs, target, encode(request))
+
+
+def literal_apply(path: str, data: bytes) -> Apply:
+    node = FileNode.from_data(KIND_BYTES, data)
+    return Apply(8, b"", (), (), (Write(path, KIND_BYTES, len(data), node.hash[:8], (1,)),),
+                 (len(data),), data)  # fmt: skip
