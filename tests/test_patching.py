@@ -25,7 +25,7 @@ def setup(tmp_path, size: int = SIZE):
     fs = DiskFileSystem()
     target = ReplicatorTarget(fs, str(dst), patch_min=64 << 10)
     source = ReplicatorSource(fs, str(src), target.handle_request, index=False)
-    return fs, src, dst, data, source
+    return fs, src, dst, data, source, target
 
 
 def edit(src, data: bytearray, at: int, new: bytes) -> None:
@@ -38,7 +38,7 @@ def journals(dst) -> list[str]:
 
 
 def test_a_small_edit_is_patched_in_place(tmp_path):
-    fs, src, dst, data, source = setup(tmp_path)
+    fs, src, dst, data, source, _ = setup(tmp_path)
     inode = (dst / "big.bin").stat().st_ino
     edit(src, data, SIZE // 2, b"\x00edited\x00")
     source.rescan()
@@ -49,7 +49,7 @@ def test_a_small_edit_is_patched_in_place(tmp_path):
 
 def test_an_edit_past_the_patch_budget_is_staged_instead(tmp_path, monkeypatch):
     monkeypatch.setattr(store_module, "PATCH_MAX", 4096)
-    fs, src, dst, data, source = setup(tmp_path)
+    fs, src, dst, data, source, _ = setup(tmp_path)
     inode = (dst / "big.bin").stat().st_ino
     for at in range(0, SIZE, SIZE // 8):  # eight edits, each in its own leaf
         edit(src, data, at + 100, os.urandom(3000))
@@ -72,13 +72,7 @@ class DropSecondApplyFrame:
 
 
 def test_a_patch_interrupted_between_frames_puts_the_old_version_back(tmp_path):
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    src.mkdir()
-    data = bytearray(blake3(b"big").digest(length=SIZE))
-    (src / "big.bin").write_bytes(data)
-    fs = DiskFileSystem()
-    target = ReplicatorTarget(fs, str(dst), patch_min=64 << 10)
-    ReplicatorSource(fs, str(src), target.handle_request, index=False)
+    fs, src, dst, data, _, target = setup(tmp_path)
     old = bytes(data)
     for at in range(0, SIZE, SIZE // 16):
         edit(src, data, at + 7, os.urandom(200))
@@ -97,7 +91,7 @@ def test_a_patch_interrupted_between_frames_puts_the_old_version_back(tmp_path):
 
 
 def test_a_crash_mid_patch_is_undone_when_the_target_starts(tmp_path):
-    fs, _, dst, _, _ = setup(tmp_path)
+    fs, _, dst, _, _, _ = setup(tmp_path)
     old = (dst / "big.bin").read_bytes()
     patch = PatchedFile(str(dst / "big.bin"), str(dst / ".merkle_sync" / "tmp"))
     patch.skip(1000)
@@ -110,7 +104,7 @@ def test_a_crash_mid_patch_is_undone_when_the_target_starts(tmp_path):
 
 
 def test_a_hard_linked_file_is_never_patched(tmp_path):
-    fs, src, dst, data, source = setup(tmp_path)
+    fs, src, dst, data, source, _ = setup(tmp_path)
     os.link(dst / "big.bin", tmp_path / "other_link")
     before = (tmp_path / "other_link").read_bytes()
     edit(src, data, 5000, b"changed")
@@ -121,7 +115,7 @@ def test_a_hard_linked_file_is_never_patched(tmp_path):
 
 def test_a_file_copied_from_the_old_version_while_it_is_patched(tmp_path):
     """Pieces of the old version stay readable (from the journal) while it is patched."""
-    fs, src, dst, data, source = setup(tmp_path)
+    fs, src, dst, data, source, _ = setup(tmp_path)
     old = bytes(data)
     for name in ("a_copy.bin", "m_copy.bin", "z_copy.bin"):
         (src / name).write_bytes(old)
