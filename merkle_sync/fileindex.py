@@ -27,7 +27,14 @@ StatKey = tuple[int, int, int, int, int]
 #: Entries of files changed this recently when stored are hashed again next time: the file
 #: may change again within the same timestamp tick and keep its stat identity.
 RACY_NS = 1_000_000_000
-_SCHEMA = 2
+_SCHEMA = 3
+
+
+def _b(rel: str) -> bytes:
+    """Paths are stored as the bytes of the name on disk: any name, UTF-8 or not."""
+    return rel.encode("utf-8", "surrogateescape")
+
+
 #: A full scan reads the whole index in one query up to this many rows (Django: 6,834).
 PRELOAD_MAX = 200_000
 
@@ -55,7 +62,10 @@ class FileIndex:
             rows = self._db.execute(
                 "SELECT rel, size, mtime, ctime, ino, dev, kind, hash FROM files"
             )
-            self._rows = {row[0]: (row[1:6], row[6], row[7]) for row in rows}
+            self._rows = {
+                row[0].decode("utf-8", "surrogateescape"): (row[1:6], row[6], row[7])
+                for row in rows
+            }
 
     def release(self) -> None:
         self._rows = None
@@ -69,7 +79,7 @@ class FileIndex:
             db.execute("DROP TABLE IF EXISTS files")
             db.execute(f"PRAGMA user_version={_SCHEMA}")
         db.execute(
-            "CREATE TABLE IF NOT EXISTS files (rel TEXT PRIMARY KEY, size INTEGER,"
+            "CREATE TABLE IF NOT EXISTS files (rel BLOB PRIMARY KEY, size INTEGER,"
             " mtime INTEGER, ctime INTEGER, ino INTEGER, dev INTEGER, kind INTEGER,"
             " hash BLOB, leaves BLOB, ends BLOB)"
         )
@@ -84,7 +94,7 @@ class FileIndex:
             row = self._rows.get(rel)
         else:
             found = self._db.execute(
-                "SELECT size, mtime, ctime, ino, dev, kind, hash FROM files WHERE rel=?", (rel,)
+                "SELECT size, mtime, ctime, ino, dev, kind, hash FROM files WHERE rel=?", (_b(rel),)
             ).fetchone()
             row = None if found is None else (found[:5], found[5], found[6])
         if row is None or row[0] != key:
@@ -95,7 +105,7 @@ class FileIndex:
         """The content tree stored for ``rel``, which must still be the file hashing to
         ``digest`` (a lazy tree is never built from a newer row)."""
         row = self._db.execute(
-            "SELECT kind, hash, leaves, ends FROM files WHERE rel=?", (rel,)
+            "SELECT kind, hash, leaves, ends FROM files WHERE rel=?", (_b(rel),)
         ).fetchone()
         if row is None or row[1] != digest:
             raise LookupError(f"the index no longer holds the tree of {rel!r}")
@@ -117,7 +127,7 @@ class FileIndex:
         self._db.execute(
             "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
-                rel,
+                _b(rel),
                 *key,
                 kind,
                 file_hash(kind, tree.root),
@@ -127,25 +137,27 @@ class FileIndex:
         )
 
     def forget(self, rel: str) -> None:
-        self._db.execute("DELETE FROM files WHERE rel=?", (rel,))
+        self._db.execute("DELETE FROM files WHERE rel=?", (_b(rel),))
 
     def forget_below(self, rel: str) -> None:
         """Forget ``rel`` and everything under it (a removed directory)."""
         if not rel:
             self._db.execute("DELETE FROM files")
             return
+        low = _b(rel)
         self._db.execute(
-            "DELETE FROM files WHERE rel=? OR (rel >= ? AND rel < ?)", (rel, rel + "/", rel + "0")
+            "DELETE FROM files WHERE rel=? OR (rel >= ? AND rel < ?)", (low, low + b"/", low + b"0")
         )
 
     def keep_only(self, seen: Iterable[str], below: str = "") -> None:
         """After scanning ``below`` (all of the tree by default): drop entries of paths there
         that the scan did not see."""
-        keep = set(seen)
+        keep = {_b(rel) for rel in seen}
         if below:
+            low = _b(below)
             rows = self._db.execute(
                 "SELECT rel FROM files WHERE rel=? OR (rel >= ? AND rel < ?)",
-                (below, below + "/", below + "0"),
+                (low, low + b"/", low + b"0"),
             )
         else:
             rows = self._db.execute("SELECT rel FROM files")

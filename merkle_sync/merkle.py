@@ -93,7 +93,8 @@ class DirNode:
                 flat += (name, child.kind, child.hash)
                 if child.meta is not None:  # a list, never a name: unambiguous
                     flat.append(list(child.meta))
-            self._hash = blake3(msgpack.packb(flat), key=DIR_KEY).digest()
+            packed = msgpack.packb(flat, unicode_errors="surrogateescape")  # any name on disk
+            self._hash = blake3(packed, key=DIR_KEY).digest()
         return self._hash
 
     def touch(self) -> None:

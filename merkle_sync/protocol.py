@@ -61,8 +61,16 @@ def check_name(name: object) -> str:
     assert isinstance(name, str)
     _require(name not in ("", ".", ".."), f"forbidden name {name!r}")
     _require("/" not in name and "\0" not in name, f"name contains '/' or NUL: {name!r}")
-    _require(len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES, "name too long")
+    _require(len(_name_bytes(name)) <= MAX_NAME_BYTES, "name too long")
     return name
+
+
+def _name_bytes(name: str) -> bytes:
+    """A name's bytes on disk: names that are not UTF-8 come (and go) as surrogate escapes."""
+    try:
+        return name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:
+        raise ProtocolError(f"name {name!r} is no sequence of bytes") from exc
 
 
 def check_path(path: object, root_ok: bool = False) -> str:
@@ -80,9 +88,11 @@ def check_path(path: object, root_ok: bool = False) -> str:
         f"forbidden component in {path!r}",
     )
     _require("\0" not in path, f"path contains NUL: {path!r}")
+    if not path.isascii():  # lone surrogates: only the escapes of undecodable bytes
+        _name_bytes(path)
     if len(path) * 4 > MAX_NAME_BYTES:  # only then can one component be too long
         for part in path.split("/"):
-            _require(len(part.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES, "name too long")
+            _require(len(_name_bytes(part)) <= MAX_NAME_BYTES, "name too long")
     _require(path.split("/", 1)[0] != RESERVED, f"{RESERVED!r} at the root is reserved")
     return path
 

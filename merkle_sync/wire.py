@@ -103,7 +103,8 @@ def pack(msg: object) -> bytes:
         body = [_ACK, msg.part]
     else:
         raise TypeError(f"not a protocol message: {type(msg).__name__}")
-    return msgpack.packb(body, use_bin_type=True)
+    # Names travel as the bytes they are on disk, UTF-8 or not (surrogateescape both ways).
+    return msgpack.packb(body, use_bin_type=True, unicode_errors="surrogateescape")
 
 
 def _write(w: Write) -> list:
@@ -212,6 +213,7 @@ def _parse(raw: bytes) -> Message:
     try:
         body = msgpack.unpackb(
             raw,
+            unicode_errors="surrogateescape",
             raw=False,
             use_list=False,
             max_str_len=MAX_PATH_BYTES,

@@ -109,3 +109,20 @@ def test_a_source_directory_swapped_for_a_link_is_mirrored_as_the_link(tmp_path)
     for path in dst.rglob("*"):
         if path.is_file() and not path.is_symlink():
             assert path.read_bytes() != b"private, outside the source"
+
+
+def test_names_that_are_not_utf8_are_replicated_byte_exact(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    raw = os.fsencode(src)
+    with open(raw + b"/bad\xff\xfename", "wb") as f:
+        f.write(b"x")
+    os.mkdir(raw + b"/dir\xe9")
+    with open(raw + b"/dir\xe9/f\x80", "wb") as f:
+        f.write(b"y")
+    fs = DiskFileSystem()
+    ReplicatorSource(fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request)
+    assert sorted(os.listdir(os.fsencode(dst))) == [b".merkle_sync", b"bad\xff\xfename", b"dir\xe9"]
+    assert os.listdir(os.fsencode(dst) + b"/dir\xe9") == [b"f\x80"]
+    again = ReplicatorSource(fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request)
+    assert again.stats.round_trips == 1  # the indexes kept them too
