@@ -76,12 +76,14 @@ class DirNode:
     directory's own metadata is part of its parent's hash.
     """
 
-    __slots__ = ("_hash", "children", "meta")
+    __slots__ = ("_hash", "children", "keep", "meta")
     kind = KIND_DIR
 
     def __init__(self, children: dict[str, Node] | None = None, meta: Meta | None = None) -> None:
         self.children: dict[str, Node] = children if children is not None else {}
         self.meta = meta
+        #: Names that could not be read here: a sync leaves the target's copies alone.
+        self.keep: set[str] = set()
         self._hash: bytes | None = None
 
     @property

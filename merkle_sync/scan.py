@@ -53,6 +53,11 @@ def check_beneath(fs: Any, root: str, rel_dir: str, checked: set[str]) -> None:
         checked.add(rel)
 
 
+#: An entry skipped because it could not be read: the sync leaves the target's copy alone.
+UNREADABLE: Any = object()
+_UNREADABLE = UNREADABLE
+
+
 class Scanner:
     """Builds nodes reading each file at most once, and not at all when the index knows it.
 
@@ -87,13 +92,26 @@ class Scanner:
             if self.index is not None and not rel:
                 self.index.preload()  # a full scan: one query instead of one per file
             try:
-                return self._entry(path, rel, fs.info(path))
+                if not rel:
+                    return self._entry(path, rel, fs.info(path))
+                return self._guarded(path, rel, fs.info(path))  # type: ignore[return-value]
             finally:
                 if self.index is not None:
                     self.index.release()
         if not fs.isdir(path):
             return self.file(path, rel)
         return self._dir(path, rel)
+
+    def _guarded(self, path: str, rel: str, info: EntryInfo) -> Node | object | None:
+        """One entry of a listing; one that cannot be read is skipped and reported (and the
+        target keeps its copy), one that vanished since the listing is simply gone."""
+        try:
+            return self._entry(path, rel, info)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self.skipped.append((rel, f"{type(exc).__name__}: {exc.strerror or exc}"))
+            return _UNREADABLE
 
     def _entry(self, path: str, rel: str, info: EntryInfo) -> Node | None:
         _, kind, key, meta = info
@@ -114,9 +132,11 @@ class Scanner:
             for info in sorted(self.fs.entries(path)):
                 name = info[0]
                 if rel or name != RESERVED:
-                    child = self._entry(prefix + name, join(rel, name), info)
-                    if child is not None:
-                        node.children[name] = child
+                    child = self._guarded(prefix + name, join(rel, name), info)
+                    if child is _UNREADABLE:
+                        node.keep.add(name)
+                    elif child is not None:
+                        node.children[name] = child  # type: ignore[assignment]
             return node
         for name in self.fs.listdir(path):
             if rel or name != RESERVED:

@@ -277,7 +277,7 @@ class SyncSession:
         if not isinstance(source, DirNode):
             raise ProtocolError(f"target reply does not match the walk at {rel!r}")
         target = {e.name: e for e in listing}
-        for name in target.keys() - source.children.keys():
+        for name in target.keys() - source.children.keys() - source.keep:
             self.removes.append(join(rel, name))
         for name, child in source.children.items():
             entry = target.get(name)

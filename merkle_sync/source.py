@@ -13,7 +13,7 @@ from merkle_sync.frames import FRAME_LITERALS
 from merkle_sync.fs import RangeReader, StatScanner
 from merkle_sync.merkle import DirNode, FileNode, Node, encode_content, iter_tree, lookup, put
 from merkle_sync.protocol import FULL_HASH, MIN_HASH, Apply, Message, ProtocolError
-from merkle_sync.scan import EscapeRefused, Scanner, check_beneath
+from merkle_sync.scan import UNREADABLE, EscapeRefused, Scanner, check_beneath
 from merkle_sync.session import SyncSession
 from merkle_sync.wire import StreamEncoder, decode, encode, stream_level
 
@@ -87,6 +87,9 @@ class ReplicatorSource:
         self.frame_literals = frame_literals
         self.compression = compression
         self.stats = SyncStats()
+        #: Entries left out of the mirror, with the reason: unreadable ones (the target
+        #: keeps its copies) and special files. Reported, never the end of a sync.
+        self.skipped: list[tuple[str, str]] = []
         #: A filesystem with ranged reads is streamed and read again only where bytes travel;
         #: otherwise each file is read whole, once per scan and sync.
         self._ranged = isinstance(fs, RangeReader)
@@ -135,6 +138,8 @@ class ReplicatorSource:
                 if isinstance(sub, FileNode):
                     sub.tree.root  # noqa: B018  (the load is the point)
         node = self._scan(rel)
+        if node is UNREADABLE:
+            return  # reported in ``skipped``; the target keeps what it has
         if not rel:
             if not isinstance(node, DirNode):
                 raise NotADirectoryError(f"source directory vanished: {self.dir!r}")
@@ -157,6 +162,8 @@ class ReplicatorSource:
         """The node at ``rel``, from the disk and the persistent index (kept in step)."""
         scanner = Scanner(self.fs, self._fresh, self._index, self._verify)
         node = scanner.node(self._abs(rel), rel)
+        self.skipped = [(r, why) for r, why in self.skipped if not _under(r, rel)]
+        self.skipped += scanner.skipped
         if self._index is not None:
             self._index.keep_only(scanner.seen, rel)
             self._index.commit()
@@ -294,6 +301,14 @@ class ReplicatorSource:
                     self._in_sync = True
                     self._target_root = self.tree.hash
                     return
+                if self.skipped and session.done:
+                    # Mirrored but for the entries it could not read, which the target
+                    # keeps: the roots differ by those. Next time, walk again.
+                    return
             raise SyncError("target root differs from the source after a full-hash sync")
         finally:
             self._fresh.clear()
+
+
+def _under(rel: str, top: str) -> bool:
+    return not top or rel == top or rel.startswith(top + "/")

@@ -126,3 +126,39 @@ def test_names_that_are_not_utf8_are_replicated_byte_exact(tmp_path):
     assert os.listdir(os.fsencode(dst) + b"/dir\xe9") == [b"f\x80"]
     again = ReplicatorSource(fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request)
     assert again.stats.round_trips == 1  # the indexes kept them too
+
+
+def test_an_unreadable_entry_is_skipped_and_reported_and_the_rest_syncs(tmp_path):
+    """As rsync's exit 23: what cannot be read is reported, the target keeps its copy (it is
+    not deleted for being unreadable here), and everything else is mirrored."""
+
+    class Denying(DiskFileSystem):
+        def read_range(self, path, offset, length):
+            if path.endswith("secret.txt"):
+                raise PermissionError(13, "Permission denied", path)
+            return super().read_range(path, offset, length)
+
+        def entries(self, path):
+            if path.endswith("locked"):
+                raise PermissionError(13, "Permission denied", path)
+            return super().entries(path)
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "locked").mkdir(parents=True)
+    (src / "locked" / "inside").write_bytes(b"old inside")
+    (src / "secret.txt").write_bytes(b"old secret")
+    (src / "plain.txt").write_bytes(b"plain")
+    ReplicatorSource(
+        DiskFileSystem(), str(src), ReplicatorTarget(DiskFileSystem(), str(dst)).handle_request
+    )
+    (src / "plain.txt").write_bytes(b"plain, edited")
+    (src / "new.txt").write_bytes(b"new")
+    fs = Denying()
+    source = ReplicatorSource(
+        fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request, index=False
+    )
+    assert sorted(rel for rel, _ in source.skipped) == ["locked", "secret.txt"]
+    assert (dst / "plain.txt").read_bytes() == b"plain, edited"
+    assert (dst / "new.txt").read_bytes() == b"new"
+    assert (dst / "secret.txt").read_bytes() == b"old secret"  # kept, not deleted
+    assert (dst / "locked" / "inside").read_bytes() == b"old inside"
