@@ -88,7 +88,6 @@ def test_the_target_lists_exactly_as_the_source_after_any_changes(data):
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "src", Path(tmp) / "dst"
         src.mkdir()
-        os.environ["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")
         fs = DiskFileSystem()
         kw = {"frame_literals": data.draw(st.sampled_from([1024, 4 << 20]))}
         target = ReplicatorTarget(fs, str(dst), patch_min=data.draw(st.sampled_from([4096, None])))
