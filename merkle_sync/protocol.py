@@ -236,9 +236,17 @@ class WalkReply(Message):
     listings: tuple[tuple[Entry, ...] | None, ...]
     have: bytes
     indexed: int  # how many content nodes the target could reuse; 0 means don't ask
+    #: The start of the target's root hash, in reply to a walk that carried the source's
+    #: root: the apply that follows names it as its base, so a replayed or stale apply is
+    #: refused once the target has changed.
+    root: bytes = b""
 
     def __post_init__(self) -> None:
         _require(isinstance(self.equal, bool), "equal must be bool")
+        _require(
+            isinstance(self.root, bytes) and (not self.root or MIN_HASH <= len(self.root) <= 32),
+            "bad target root",
+        )
         for listing in check_items(self.listings, "listings"):
             if listing is not None:
                 for entry in check_items(listing, "entries"):

@@ -168,6 +168,8 @@ class SyncSession:
             raise ProtocolError("reply lists a different number of directories than asked")
         if self._asked_dirs == [""]:
             self._probing = reply.indexed > 0
+            if reply.root and not self._base:
+                self._base = reply.root[: self.hash_len]  # bind the apply to this target state
         for rel, listing in zip(self._asked_dirs, reply.listings, strict=True):
             if listing is None:
                 raise ProtocolError(f"target reply does not match the walk at {rel!r}")

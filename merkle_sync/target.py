@@ -133,7 +133,8 @@ class ReplicatorTarget:
                 bits[i // 8] |= 1 << (i % 8)
                 if len(confirmed) < MAX_CONFIRMED:
                     confirmed.append(h)
-        return trusted(WalkReply, False, tuple(listings), bytes(bits), len(self.index))
+        root = self.tree.hash[:n] if req.root else b""  # the state the apply must find
+        return trusted(WalkReply, False, tuple(listings), bytes(bits), len(self.index), root)
 
     def _basis(self, spans: tuple[Span, ...], n: int) -> Held:
         """Sub-chunks of the old leaves overlapping each span, by short hash.

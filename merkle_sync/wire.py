@@ -80,6 +80,8 @@ def pack(msg: object) -> bytes:
     elif isinstance(msg, WalkReply):
         listings = [None if x is None else _flat(x) for x in msg.listings]
         body = [_WALK_REPLY, msg.equal, listings, msg.have, msg.indexed]
+        if msg.root:
+            body.append(msg.root)
     elif isinstance(msg, Apply):
         writes = [_write(w) for w in msg.writes]
         body = [
@@ -152,11 +154,13 @@ def _build(body: tuple) -> Message:
         hash_len, root, dirs, have, basis = fields
         return Walk(hash_len, root, dirs, have, _records(basis, Span))
     if code == _WALK_REPLY:
-        equal, listings, have, indexed = fields
+        if len(fields) not in (4, 5):
+            raise ProtocolError("a walk reply has 4 or 5 fields")
+        equal, listings, have, indexed, *root = fields
         if not isinstance(listings, tuple):
             raise ProtocolError("listings must be a list")
         return WalkReply(
-            equal, tuple(x if x is None else _entries(x) for x in listings), have, indexed
+            equal, tuple(x if x is None else _entries(x) for x in listings), have, indexed, *root
         )
     if code == _APPLY:
         if len(fields) not in (8, 10, 11):

@@ -140,3 +140,32 @@ def literal_apply(path: str, data: bytes) -> Apply:
     node = FileNode.from_data(KIND_BYTES, data)
     return Apply(8, b"", (), (), (Write(path, KIND_BYTES, len(data), node.hash[:8], (1,)),),
                  (len(data),), data)  # fmt: skip
+
+
+def test_a_recorded_apply_replayed_later_changes_nothing():
+    """A walk binds its apply to the target state it saw: replaying that apply after the
+    target moved on (a file deleted since) is refused and resurrects nothing."""
+    from merkle_sync import FileSystemEvent, ReplicatorSource
+    from merkle_sync.fs import FileSystemEventType
+    from merkle_sync.wire import decode as decode_frame
+
+    fs = MemoryFileSystem()
+    fs.makedirs("/src")
+    fs.writefile("/src/keep", b"keep")
+    fs.writefile("/src/doomed", b"to be deleted")
+    target = ReplicatorTarget(fs, "/dst")
+    recorded = []
+
+    def recording(frame):
+        recorded.append(frame)
+        return target.handle_request(frame)
+
+    ReplicatorSource(fs, "/src", recording)  # a walk, then its apply
+    walk_apply = recorded[-1]
+    fs.removefile("/src/doomed")
+    fs.handle_event(FileSystemEvent("/src/doomed", FileSystemEventType.FILE_OR_SUBDIR_REMOVED))
+    assert not fs.exists("/dst/doomed")
+    before = snapshot(fs, "/")
+    reply = decode_frame(target.handle_request(walk_apply))  # the old apply, replayed
+    assert snapshot(fs, "/") == before and not fs.exists("/dst/doomed")
+    assert reply.root == target.tree.hash  # refused as stale: the source would walk again
