@@ -89,14 +89,8 @@ class DirNode:
     @property
     def hash(self) -> bytes:
         if self._hash is None:
-            flat: list[object] = []
-            for name in sorted(self.children):
-                child = self.children[name]
-                flat += (name, child.kind, child.hash)
-                if child.meta is not None:  # a list, never a name: unambiguous
-                    flat.append(list(child.meta))
-            packed = msgpack.packb(flat, unicode_errors="surrogateescape")  # any name on disk
-            self._hash = blake3(packed, key=DIR_KEY).digest()
+            _rehash(self)
+        assert self._hash is not None
         return self._hash
 
     def touch(self) -> None:
@@ -104,6 +98,32 @@ class DirNode:
 
 
 Node = FileNode | DirNode
+
+
+def _rehash(top: DirNode) -> None:
+    """Hash the stale directories below ``top`` bottom-up with an explicit stack, so a tree
+    of any depth never meets the recursion limit."""
+    stack: list[tuple[DirNode, bool]] = [(top, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if node._hash is not None:
+            continue
+        if not children_done:
+            stack.append((node, True))
+            stack.extend(
+                (c, False)
+                for c in node.children.values()
+                if isinstance(c, DirNode) and c._hash is None
+            )
+            continue
+        flat: list[object] = []
+        for name in sorted(node.children):
+            child = node.children[name]
+            flat += (name, child.kind, child.hash)
+            if child.meta is not None:  # a list, never a name: unambiguous
+                flat.append(list(child.meta))
+        packed = msgpack.packb(flat, unicode_errors="surrogateescape")  # any name on disk
+        node._hash = blake3(packed, key=DIR_KEY).digest()
 
 
 def split(rel: str) -> list[str]:

@@ -125,25 +125,53 @@ class Scanner:
         return None
 
     def _dir(self, path: str, rel: str, meta: Meta | None = None) -> DirNode:
-        node = DirNode(meta=meta)
+        """Directories are walked with an explicit stack: any depth, no recursion limit."""
+        top = DirNode(meta=meta)
+        stack: list[tuple[DirNode, str, str, DirNode | None, str]] = [(top, path, rel, None, "")]
+        while stack:
+            node, dir_path, dir_rel, parent, name = stack.pop()
+            try:
+                self._fill(node, dir_path, dir_rel, stack)
+            except OSError as exc:
+                if parent is None:
+                    raise
+                del parent.children[name]  # gone since its parent was listed: simply absent
+                if not isinstance(exc, FileNotFoundError):  # unreadable: reported, kept there
+                    parent.keep.add(name)
+                    self.skipped.append((dir_rel, f"{type(exc).__name__}: {exc.strerror or exc}"))
+        return top
+
+    def _fill(self, node: DirNode, path: str, rel: str, stack: list) -> None:
+        """One directory's entries; its subdirectories are queued, not entered."""
         if self.listing:
             # In name order, as rsync creates them: a directory's size then comes out the same.
             prefix = path if path.endswith("/") else path + "/"
             for info in sorted(self.fs.entries(path)):
                 name = info[0]
-                if rel or name != RESERVED:
-                    child = self._guarded(prefix + name, join(rel, name), info)
-                    if child is _UNREADABLE:
-                        node.keep.add(name)
-                    elif child is not None:
-                        node.children[name] = child  # type: ignore[assignment]
-            return node
+                if not rel and name == RESERVED:
+                    continue
+                child_path, child_rel = prefix + name, join(rel, name)
+                if info[1] == "d":
+                    sub = node.children[name] = DirNode(meta=info[3])
+                    stack.append((sub, child_path, child_rel, node, name))
+                    continue
+                child = self._guarded(child_path, child_rel, info)
+                if child is _UNREADABLE:
+                    node.keep.add(name)
+                elif child is not None:
+                    node.children[name] = child  # type: ignore[assignment]
+            return
         for name in self.fs.listdir(path):
-            if rel or name != RESERVED:
-                child = self.node(posixpath.join(path, name), join(rel, name))
-                if child is not None:
-                    node.children[name] = child
-        return node
+            if not rel and name == RESERVED:
+                continue
+            child_path, child_rel = posixpath.join(path, name), join(rel, name)
+            if not self.fs.exists(child_path):
+                continue
+            if self.fs.isdir(child_path):
+                sub = node.children[name] = DirNode()
+                stack.append((sub, child_path, child_rel, node, name))
+            else:
+                node.children[name] = self.file(child_path, child_rel)
 
     def file(
         self, path: str, rel: str, key: StatKey | None = None, meta: Meta | None = None

@@ -162,3 +162,36 @@ def test_an_unreadable_entry_is_skipped_and_reported_and_the_rest_syncs(tmp_path
     assert (dst / "new.txt").read_bytes() == b"new"
     assert (dst / "secret.txt").read_bytes() == b"old secret"  # kept, not deleted
     assert (dst / "locked" / "inside").read_bytes() == b"old inside"
+
+
+def test_a_tree_deeper_than_the_recursion_limit_syncs_and_restarts(tmp_path):
+    """1,200 nested directories: scans, hashes and applies walk with explicit stacks."""
+    import sys
+
+    from merkle_sync import MemoryFileSystem
+
+    depth = sys.getrecursionlimit() + 200
+    chain = "/".join(["d"] * depth)
+    mem = MemoryFileSystem()
+    mem.makedirs("/src")
+    for level in range(1, depth + 1):
+        mem.makedir("/src/" + "/".join(["d"] * level))
+    mem.writefile(f"/src/{chain}/leaf", b"deep")
+    target = ReplicatorTarget(mem, "/dst")
+    ReplicatorSource(mem, "/src", target.handle_request)
+    assert mem.readfile(f"/dst/{chain}/leaf") == b"deep"
+    path = tmp_path / "src"
+    path.mkdir()
+    for _ in range(depth):  # os.makedirs itself recurses per missing parent
+        path = path / "d"
+        path.mkdir()
+    (tmp_path / "src" / chain / "leaf").write_bytes(b"deep")
+    fs = DiskFileSystem()
+    ReplicatorSource(
+        fs, str(tmp_path / "src"), ReplicatorTarget(fs, str(tmp_path / "dst")).handle_request
+    )
+    assert (tmp_path / "dst" / chain / "leaf").read_bytes() == b"deep"
+    again = ReplicatorSource(
+        fs, str(tmp_path / "src"), ReplicatorTarget(fs, str(tmp_path / "dst")).handle_request
+    )
+    assert again.stats.round_trips == 1
