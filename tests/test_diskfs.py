@@ -186,6 +186,14 @@ def test_a_tree_deeper_than_the_recursion_limit_syncs_and_restarts(tmp_path):
         path = path / "d"
         path.mkdir()
     (tmp_path / "src" / chain / "leaf").write_bytes(b"deep")
+    try:
+        deep_disk_sync(tmp_path, chain)
+    finally:  # shutil.rmtree (pytest's cleanup) recurses per level too: undo it by hand
+        for top in ("src", "dst"):
+            remove_chain(tmp_path / top, depth)
+
+
+def deep_disk_sync(tmp_path, chain: str) -> None:
     fs = DiskFileSystem()
     ReplicatorSource(
         fs, str(tmp_path / "src"), ReplicatorTarget(fs, str(tmp_path / "dst")).handle_request
@@ -195,3 +203,15 @@ def test_a_tree_deeper_than_the_recursion_limit_syncs_and_restarts(tmp_path):
         fs, str(tmp_path / "src"), ReplicatorTarget(fs, str(tmp_path / "dst")).handle_request
     )
     assert again.stats.round_trips == 1
+
+
+def remove_chain(top, depth: int) -> None:
+    """Delete a chain of ``depth`` directories named ``d`` below ``top``, deepest first."""
+    if not top.exists():
+        return
+    path = top / "/".join(["d"] * depth)
+    for name in os.listdir(path):
+        os.unlink(path / name)
+    for _ in range(depth):
+        os.rmdir(path)
+        path = path.parent
