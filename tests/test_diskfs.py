@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 from merkle_sync import ReplicatorSource, ReplicatorTarget
 from merkle_sync.diskfs import DiskFileSystem
@@ -206,12 +207,18 @@ def deep_disk_sync(tmp_path, chain: str) -> None:
 
 
 def remove_chain(top, depth: int) -> None:
-    """Delete a chain of ``depth`` directories named ``d`` below ``top``, deepest first."""
-    if not top.exists():
-        return
-    path = top / "/".join(["d"] * depth)
-    for name in os.listdir(path):
-        os.unlink(path / name)
-    for _ in range(depth):
+    """Delete the chain of directories named ``d`` below ``top`` (as deep as it got), deepest
+    first, with whatever files they hold; never leave it for a recursive cleanup."""
+    path, levels = top, 0
+    while levels < depth and (path / "d").is_dir() and not (path / "d").is_symlink():
+        path, levels = path / "d", levels + 1
+    for _ in range(levels):
+        for name in os.listdir(path):
+            if name != "d":
+                entry = path / name
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
         os.rmdir(path)
         path = path.parent
