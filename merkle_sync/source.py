@@ -22,6 +22,8 @@ class SyncError(RuntimeError):
     """The target still differs after a full-hash sync: something else is changing it."""
 
 
+#: Times one sync rescans the source and starts over when the source changed under it.
+MAX_REFRESH = 3
 #: Bytes a scan keeps in memory for the sync that follows it; files past this are read again.
 KEEP_READ = 256 << 20
 
@@ -288,14 +290,21 @@ class ReplicatorSource:
         """Walk and apply with short hashes; if the end-to-end root check fails, redo with full."""
         self._known = None
         self._in_sync = False
+        lengths = list(dict.fromkeys((self.hash_len, FULL_HASH)))
+        refreshed = 0
         try:
-            for hash_len in dict.fromkeys((self.hash_len, FULL_HASH)):
+            while lengths:
+                hash_len = lengths[0]
                 session = SyncSession(self.tree, self._read, hash_len, self.frame_literals)
                 try:
                     self._run(session, session.start())
                 except ProtocolError:
+                    if refreshed < MAX_REFRESH and self._refresh():
+                        refreshed += 1  # a file changed while it was being sent: go on
+                        continue
                     if hash_len == FULL_HASH:
                         raise
+                    lengths.pop(0)
                     continue
                 if session.equal:
                     self._in_sync = True
@@ -305,9 +314,24 @@ class ReplicatorSource:
                     # Mirrored but for the entries it could not read, which the target
                     # keeps: the roots differ by those. Next time, walk again.
                     return
+                lengths.pop(0)
             raise SyncError("target root differs from the source after a full-hash sync")
         finally:
             self._fresh.clear()
+
+    def _refresh(self) -> bool:
+        """Rescan the source (stat only where the index knows a file): True if it changed,
+        as when a file is written while its bytes are sent. That is a local race, not a
+        peer's error, so the sync starts over with what is there now."""
+        if not self._listing:
+            return False
+        before = self.tree.hash
+        root = self._scan("")
+        if not isinstance(root, DirNode) or root.hash == before:
+            return False
+        self.tree = root
+        self._rewatch("", root)
+        return True
 
 
 def _under(rel: str, top: str) -> bool:

@@ -221,3 +221,27 @@ def test_each_frame_is_flushed_before_and_after_its_renames(tmp_path):
     quick = ReplicatorTarget(fs, f"{tmp_path}/dst", durable=False)
     ReplicatorSource(fs, f"{tmp_path}/src", quick.handle_request)
     assert events == ["rename"]
+
+
+def test_a_file_written_while_it_is_sent_is_rescanned_not_blamed_on_the_peer(tmp_path):
+    """Between hashing and sending, the file changes (same size): the target refuses the
+    bytes, the source rescans what changed and starts over, and the new version lands."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "f").write_bytes(b"A" * 50_000)
+    (src / "g").write_bytes(b"steady")
+
+    class Racing(DiskFileSystem):
+        reads = 0
+
+        def read_range(self, path, offset, length):
+            if path.endswith("/f"):
+                self.reads += 1
+                if self.reads == 2:  # the first read hashed it; this one would send it
+                    (src / "f").write_bytes(b"B" * 50_000)
+            return super().read_range(path, offset, length)
+
+    fs = Racing()
+    ReplicatorSource(fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request)
+    assert (dst / "f").read_bytes() == b"B" * 50_000
+    assert (dst / "g").read_bytes() == b"steady"
