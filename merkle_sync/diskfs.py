@@ -2,14 +2,16 @@
 
 A disk does not remember whether a file was written as ``str`` or ``bytes``: ``readfile``
 always returns ``bytes``. Symbolic links are never followed, so nothing outside the two
-directories can be read or written through one: a link counts as a file whose content is
-the link's target path, and replacing or removing it acts on the link itself. Watching only
-registers callbacks; events are delivered with ``handle_event`` (an OS watcher backend is
-outside this module).
+directories can be read or written through one: through the contract a link reads as its
+target path, and replacing or removing it acts on the link itself. Watching only registers
+callbacks; events are delivered with ``handle_event`` (an OS watcher backend is outside this
+module).
 
-Beyond the contract it offers ranged reads (``pread``) and staged files (a temporary file
-filled piece by piece, with reused ranges copied in the kernel by ``copy_file_range``, then
-renamed into place), so neither side ever holds a whole file in memory.
+Beyond the contract it offers ranged reads (``pread``), staged files (a temporary file filled
+piece by piece, with reused ranges copied in the kernel by ``copy_file_range``, then renamed
+into place), in-place patches behind an undo journal, listings with one ``lstat`` per entry
+and metadata (so links are replicated as links), and a filesystem flush (``syncfs``), so
+neither side ever holds a whole file in memory.
 """
 
 from __future__ import annotations
