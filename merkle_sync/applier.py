@@ -32,6 +32,7 @@ class _Open:
     sink: Sink
     builder: TreeBuilder
     content: object = None
+    node: FileNode | None = None  # once complete: the node its verified tree makes
 
 
 class ApplyStream:
@@ -137,7 +138,7 @@ class ApplyStream:
             if file_hash(w.kind, node.tree.root)[: self.hash_len] != w.hash:
                 raise ProtocolError(f"assembled {w.path!r} does not match its hash")
             current.content = self.store.finish(current.sink, w.kind)
-            current.builder = node  # type: ignore[assignment]  # done: keep the verified node
+            current.node = node
             done.append(current)
             self.open = None
         if literals.left:
@@ -274,8 +275,8 @@ class ApplyStream:
             if isinstance(old, FileNode) and (req.final or patched or not store.keep(rel, old)):
                 store.index.remove(rel)
             try:
-                node = staged.builder
-                assert isinstance(node, FileNode)
+                node = staged.node
+                assert node is not None
                 store.commit(staged.sink, rel, staged.content, node)
             except BaseException:
                 for rest in done[i + 1 :]:

@@ -89,7 +89,11 @@ class FrameCutter:
             pieces: list[Piece] = []
             ranges: list[tuple[int, int]] = []
             for item in items:
-                piece, lit, reuse, _ = self._decide(item, frame, dry=True)
+                # What the item may cost, before deciding it: a leaf not held yet costs at
+                # most its bytes (refinement only lowers that), a held node its span.
+                key, start, end, subs = item
+                held = subs is None or self.held(key) or key in frame.sent
+                lit, reuse = (0, end - start) if held else (end - start, 0)
                 if frame.literal + lit > self.literal_budget or (
                     frame.reused + reuse > self.reuse_budget
                 ):
@@ -101,7 +105,7 @@ class FrameCutter:
                         yield self._build(frame, part, final=False)
                         part += 1
                         frame = _Frame()
-                piece, lit, reuse, more = self._decide(item, frame, dry=False)
+                piece, lit, reuse, more = self._decide(item, frame)
                 frame.literal += lit
                 frame.reused += reuse
                 _append(pieces, piece)
@@ -110,18 +114,15 @@ class FrameCutter:
             frame.completed.append(node)
         yield self._build(frame, part, final=True)
 
-    def _decide(
-        self, item: Item, frame: _Frame, dry: bool
-    ) -> tuple[Piece, int, int, list[tuple[int, int]]]:
+    def _decide(self, item: Item, frame: _Frame) -> tuple[Piece, int, int, list[tuple[int, int]]]:
         """The piece for one item, its literal bytes, its reused bytes and literal ranges."""
         key, start, end, subs = item
         if subs is None or self.held(key) or key in frame.sent:
             return self._name(key), 0, end - start, []
+        sent = frame.sent
         if not subs:
-            if not dry:
-                frame.sent.add(key)
+            sent.add(key)
             return 1, end - start, 0, [(start, end)]
-        sent = frame.sent if not dry else set(frame.sent)
         refined: list[bytes | int] = []
         ranges: list[tuple[int, int]] = []
         for sub, a, b in subs:

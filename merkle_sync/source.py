@@ -110,12 +110,8 @@ class ReplicatorSource:
         if index is not False and isinstance(fs, StatScanner):
             path = index if isinstance(index, str) else default_source_index(self.dir)
             self._index = FileIndex(path)
-        root = self._scan("")
-        if not isinstance(root, DirNode):
-            raise NotADirectoryError(f"source is not a directory: {self.dir!r}")
-        self.tree: DirNode = root
         self._watched: set[str] = set()
-        self._rewatch("", root)
+        self.tree: DirNode = self._load_root()
         self.sync()
 
     # -- events ----------------------------------------------------------------------------
@@ -153,12 +149,17 @@ class ReplicatorSource:
 
     def rescan(self) -> None:
         """After lost events (a watcher's queue overflowed): rescan the source, then walk."""
+        self._load_root()
+        self.sync()
+
+    def _load_root(self) -> DirNode:
+        """Scan the whole source into ``self.tree`` and watch exactly its directories."""
         root = self._scan("")
         if not isinstance(root, DirNode):
-            raise NotADirectoryError(f"source directory vanished: {self.dir!r}")
+            raise NotADirectoryError(f"the source is not a directory: {self.dir!r}")
         self.tree = root
         self._rewatch("", root)
-        self.sync()
+        return root
 
     def _scan(self, rel: str) -> Node | None:
         """The node at ``rel``, from the disk and the persistent index (kept in step)."""
@@ -326,12 +327,7 @@ class ReplicatorSource:
         if not self._listing:
             return False
         before = self.tree.hash
-        root = self._scan("")
-        if not isinstance(root, DirNode) or root.hash == before:
-            return False
-        self.tree = root
-        self._rewatch("", root)
-        return True
+        return self._load_root().hash != before
 
 
 def _under(rel: str, top: str) -> bool:
