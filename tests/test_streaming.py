@@ -15,7 +15,7 @@ from merkle_sync.chunking import CHUNK_MAX, cut_leaves, stream_leaves
 from merkle_sync.contenttree import build_tree, stream_tree
 from merkle_sync.diskfs import DiskFileSystem
 from merkle_sync.merkle import DirNode, encode_content
-from merkle_sync.protocol import Ack, ApplyReply
+from merkle_sync.protocol import Ack, ApplyReply, ProtocolError
 from merkle_sync.scan import scan
 from merkle_sync.session import SyncSession
 from merkle_sync.testing import MeteredRpc, same_tree
@@ -166,9 +166,27 @@ def test_frames_sent_ahead_over_a_byte_stream():
 
 
 def test_stream_frames_decode_in_order_only():
-    encoder, decoder = StreamEncoder(12, 1 << 20), StreamDecoder()
-    msgs = [Ack(i) for i in range(3)]  # too small to compress: plain frames skip the stream
-    assert [decoder.decode(encoder.encode(m)) for m in msgs] == msgs
+    """Frames of one zstd stream share context: in order they decode, a frame whose
+    predecessor never arrived does not, and a message too small to compress skips the stream."""
+    from merkle_sync.protocol import Walk
+
+    def walk(i: int) -> Walk:
+        return Walk(8, b"", tuple(f"same/long/directory/name/{i}/{j}" for j in range(40)), ())
+
+    encoder = StreamEncoder(12, 1 << 20)
+    frames = [encoder.encode(walk(i)) for i in range(3)]
+    assert frames[0][0] == 1 and frames[1][0] == frames[2][0] == 2  # one stream, continued
+    assert len(frames[1]) < len(frames[0])  # the second frame leans on the first's context
+    decoder = StreamDecoder()
+    assert [decoder.decode(f) for f in frames] == [walk(i) for i in range(3)]
+    with pytest.raises(ProtocolError):
+        StreamDecoder().decode(frames[1])  # continues no stream
+    skipping = StreamDecoder()
+    skipping.decode(StreamEncoder(12, 1 << 20).encode(walk(9)))  # a stream of its own
+    with pytest.raises(ProtocolError):
+        skipping.decode(frames[2])  # not the stream that frame continues
+    tiny = encoder.encode(Ack(1))
+    assert tiny[0] not in (1, 2) and decoder.decode(tiny) == Ack(1)
 
 
 def test_compression_off_sends_plain_frames():
