@@ -1,5 +1,7 @@
 """merkle_sync: one-way directory replication over Merkle trees and content-defined chunks."""
 
+__version__ = "0.1.0"
+
 from merkle_sync.fs import FileSystem, FileSystemEvent, FileSystemEventType
 from merkle_sync.memfs import MemoryFileSystem
 from merkle_sync.protocol import ProtocolError

@@ -21,6 +21,12 @@ class ProtocolError(ValueError):
     """The one error for anything malformed, oversized, inconsistent or unsafe from a peer."""
 
 
+class Refused(RuntimeError):
+    """A valid plan that breaks a safety limit the user set (``--max-delete``, an empty source
+    that would empty the target): stopped before anything changed. Not a peer's fault, so
+    never retried."""
+
+
 def _require(ok: bool, what: str) -> None:
     if not ok:
         raise ProtocolError(what)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -53,6 +54,9 @@ def check_beneath(fs: Any, root: str, rel_dir: str, checked: set[str]) -> None:
         checked.add(rel)
 
 
+#: Why a FIFO, socket or device is skipped: a warning, not an error (rsync without -D).
+SPECIAL = "not a regular file, directory or symbolic link"
+
 #: An entry skipped because it could not be read: the sync leaves the target's copy alone.
 UNREADABLE: Any = object()
 _UNREADABLE = UNREADABLE
@@ -73,8 +77,11 @@ class Scanner:
         keep: dict[str, bytes] | None = None,
         index: FileIndex | None = None,
         verify: bool = False,
+        ignore: Callable[[str, bool], bool] | None = None,
     ) -> None:
         self.fs = fs
+        #: ``ignore(rel, is_dir)``: entries it matches are left out as if absent.
+        self.ignore = ignore or None
         self.keep = keep
         self.index = index
         self.verify = verify
@@ -87,6 +94,8 @@ class Scanner:
     def node(self, path: str, rel: str = "") -> Node | None:
         fs = self.fs
         if not fs.exists(path):
+            return None
+        if rel and self.ignore is not None and self._ignored(rel, fs.isdir(path)):
             return None
         if self.listing:
             if self.index is not None and not rel:
@@ -101,6 +110,14 @@ class Scanner:
         if not fs.isdir(path):
             return self.file(path, rel)
         return self._dir(path, rel)
+
+    def _ignored(self, rel: str, is_dir: bool) -> bool:
+        """An excluded path, or one inside an excluded directory."""
+        assert self.ignore is not None
+        parts = rel.split("/")
+        return any(
+            self.ignore("/".join(parts[:i]), True) for i in range(1, len(parts))
+        ) or self.ignore(rel, is_dir)
 
     def _guarded(self, path: str, rel: str, info: EntryInfo) -> Node | object | None:
         """One entry of a listing; one that cannot be read is skipped and reported (and the
@@ -121,7 +138,7 @@ class Scanner:
             return FileNode.from_data(KIND_LINK, os.fsencode(os.readlink(path)), meta)
         if kind == "f":
             return self.file(path, rel, key, meta)
-        self.skipped.append((rel, "not a regular file, directory or symbolic link"))
+        self.skipped.append((rel, SPECIAL))
         return None
 
     def _dir(self, path: str, rel: str, meta: Meta | None = None) -> DirNode:
@@ -143,6 +160,7 @@ class Scanner:
 
     def _fill(self, node: DirNode, path: str, rel: str, stack: list) -> None:
         """One directory's entries; its subdirectories are queued, not entered."""
+        ignore = self.ignore
         if self.listing:
             # In name order, as rsync creates them: a directory's size then comes out the same.
             prefix = path if path.endswith("/") else path + "/"
@@ -151,6 +169,8 @@ class Scanner:
                 if not rel and name == RESERVED:
                     continue
                 child_path, child_rel = prefix + name, join(rel, name)
+                if ignore is not None and ignore(child_rel, info[1] == "d"):
+                    continue
                 if info[1] == "d":
                     sub = node.children[name] = DirNode(meta=info[3])
                     stack.append((sub, child_path, child_rel, node, name))
@@ -167,7 +187,10 @@ class Scanner:
             child_path, child_rel = posixpath.join(path, name), join(rel, name)
             if not self.fs.exists(child_path):
                 continue
-            if self.fs.isdir(child_path):
+            is_dir = self.fs.isdir(child_path)
+            if ignore is not None and ignore(child_rel, is_dir):
+                continue
+            if is_dir:
                 sub = node.children[name] = DirNode()
                 stack.append((sub, child_path, child_rel, node, name))
             else:

@@ -367,6 +367,20 @@ class SyncSession:
         self._frames = cutter.frames(writes)
         return self._hand()
 
+    @property
+    def updates(self) -> int:
+        """Written files that replace an older version on the target."""
+        return len(self._old_paths)
+
+    def updated(self, rel: str) -> bool:
+        return rel in self._old_paths
+
+    @property
+    def meta_only(self) -> int:
+        """Entries whose metadata alone changes (not new directories, set after filling)."""
+        made = set(self.mkdirs)
+        return sum(1 for a in self.attrs if a.path not in made)
+
     def planned_bytes(self) -> int:
         """Literal bytes the apply will carry (an upper bound for very large applies), so the
         transport can pick a compression level before the first frame."""

@@ -12,7 +12,7 @@ from merkle_sync.fileindex import FileIndex, default_source_index
 from merkle_sync.frames import FRAME_LITERALS
 from merkle_sync.fs import RangeReader, StatScanner
 from merkle_sync.merkle import DirNode, FileNode, Node, encode_content, iter_tree, lookup, put
-from merkle_sync.protocol import FULL_HASH, MIN_HASH, Apply, Message, ProtocolError
+from merkle_sync.protocol import FULL_HASH, MIN_HASH, Ack, Apply, Message, ProtocolError
 from merkle_sync.scan import UNREADABLE, EscapeRefused, Scanner, check_beneath
 from merkle_sync.session import SyncSession
 from merkle_sync.wire import StreamEncoder, decode, encode, stream_level
@@ -58,6 +58,13 @@ class SyncStats:
     bytes_down: int = 0
     literal_bytes: int = 0
     reused_bytes: int = 0
+    #: Entries of the plans applied (or, in a dry run, planned): files, links and
+    #: directories created; files whose content changed; entries whose metadata alone
+    #: changed; entries removed (a removed directory counts once, with all it held).
+    created: int = 0
+    updated: int = 0
+    attrs: int = 0
+    deleted: int = 0
 
 
 class ReplicatorSource:
@@ -74,13 +81,22 @@ class ReplicatorSource:
         index: str | bool = True,
         verify: bool = False,
         compression: int | None = None,
+        ignore: Callable[[str, bool], bool] | None = None,
+        dry_run: bool = False,
+        on_plan: Callable[[SyncSession], None] | None = None,
+        on_frame: Callable[[SyncSession, int], None] | None = None,
     ) -> None:
         """``index``: the persistent index of the source's files, on a filesystem that lists
         with stat identities: ``True`` keeps it in the user's cache directory (see
         ``default_source_index``), a path puts it there, ``False`` hashes every file at
         start. ``verify`` hashes every file whatever the index says (rsync's --checksum).
         ``compression``: the zstd level of apply frames; ``None`` picks it by the bytes
-        planned, ``0`` sends them plain (a local link, where compressing only costs time)."""
+        planned, ``0`` sends them plain (a local link, where compressing only costs time).
+        ``ignore(rel, is_dir)``: paths left out of the mirror (see ``merkle_sync.ignore``).
+        ``dry_run``: walk, plan and encode the apply, count its bytes, but never send it.
+        ``on_plan(session)`` is called with each plan before its first apply frame goes (it
+        may raise ``Refused`` to stop the sync), ``on_frame(session, nbytes)`` after each
+        apply frame."""
         self.fs = fs
         self.dir = posixpath.normpath(dir_path)
         self.rpc_handle = rpc_handle
@@ -88,6 +104,10 @@ class ReplicatorSource:
         #: Literal bytes per apply frame: what one request carries and the target holds.
         self.frame_literals = frame_literals
         self.compression = compression
+        self.ignore = ignore
+        self.dry_run = dry_run
+        self.on_plan = on_plan
+        self.on_frame = on_frame
         self.stats = SyncStats()
         #: Entries left out of the mirror, with the reason: unreadable ones (the target
         #: keeps its copies) and special files. Reported, never the end of a sync.
@@ -163,7 +183,7 @@ class ReplicatorSource:
 
     def _scan(self, rel: str) -> Node | None:
         """The node at ``rel``, from the disk and the persistent index (kept in step)."""
-        scanner = Scanner(self.fs, self._fresh, self._index, self._verify)
+        scanner = Scanner(self.fs, self._fresh, self._index, self._verify, self.ignore)
         node = scanner.node(self._abs(rel), rel)
         self.skipped = [(r, why) for r, why in self.skipped if not _under(r, rel)]
         self.skipped += scanner.skipped
@@ -230,20 +250,34 @@ class ReplicatorSource:
             while request is not None:
                 if isinstance(request, Apply):
                     if encoder is None:
+                        if self.on_plan is not None:
+                            self.on_plan(session)
                         planned = session.planned_bytes()
                         level = self.compression
                         encoder = StreamEncoder(
                             stream_level(planned) if level is None else level, planned
                         )
                     frame = encoder.encode(request)
+                    if self.dry_run:  # counted as if sent, acknowledged here
+                        stats.bytes_up += len(frame)
+                        final = request.final
+                        request = None if final else session.receive(Ack(request.part))
+                        continue
                 else:
                     frame = encode(request)
                 reply = self.rpc_handle(frame)
                 stats.bytes_up += len(frame)
+                if self.on_frame is not None and isinstance(request, Apply):
+                    self.on_frame(session, len(frame))
                 if not isinstance(reply, Message):
                     stats.bytes_down += len(reply)
                     reply = decode(reply)
                 request = session.receive(reply)
+            if session.cutter is not None and (session.equal or self.dry_run or self.skipped):
+                stats.created += len(session.mkdirs) + len(session.writes) - session.updates
+                stats.updated += session.updates
+                stats.attrs += session.meta_only
+                stats.deleted += len(session.removes)
         finally:
             stats.frames += session.frames
             stats.round_trips += session.round_trips
@@ -299,6 +333,8 @@ class ReplicatorSource:
                 session = SyncSession(self.tree, self._read, hash_len, self.frame_literals)
                 try:
                     self._run(session, session.start())
+                    if self.dry_run:
+                        return
                 except ProtocolError:
                     if refreshed < MAX_REFRESH and self._refresh():
                         refreshed += 1  # a file changed while it was being sent: go on

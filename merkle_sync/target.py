@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import posixpath
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from typing import Any
 
 from merkle_sync.applier import ApplyStream, Held
+from merkle_sync.checks import Refused
 from merkle_sync.chunking import sub_chunks
 from merkle_sync.merkle import DirNode, FileNode, iter_tree, lookup
 from merkle_sync.protocol import (
@@ -45,6 +47,8 @@ class ReplicatorTarget:
         verify: bool = False,
         patch_min: int | None = PATCH_MIN,
         durable: bool = True,
+        ignore: Callable[[str, bool], bool] | None = None,
+        max_delete: int | None = None,
     ) -> None:
         """``index``: the persistent index of the target's files (on a disk only): ``True``
         keeps it in ``<target>/.merkle_sync/index.sqlite``, a path puts it there, ``False``
@@ -52,7 +56,11 @@ class ReplicatorTarget:
         ``patch_min``: files at least this large are changed in place behind an undo
         journal, writing only what changed (on a disk only; ``None``: always stage).
         ``durable``: flush the disk before and after each frame's renames, so a power loss
-        after a sync reported success loses nothing (``False`` trades that for speed)."""
+        after a sync reported success loses nothing (``False`` trades that for speed).
+        ``ignore(rel, is_dir)``: entries left out of the tree, so never replaced or deleted
+        (the source excludes the same ones). ``max_delete``: an apply that would remove more
+        entries than this (counting everything inside removed directories) is refused with
+        ``Refused`` before anything changes."""
         self.fs = fs
         self.dir = posixpath.normpath(dir_path)
         if not fs.exists(self.dir):
@@ -60,7 +68,8 @@ class ReplicatorTarget:
         self.store = TargetStore(fs, self.dir, keep_removed, patch_min, durable)
         self.index = self.store.index
         file_index = self.store.open_index(index)
-        scanner = Scanner(fs, None, file_index, verify)
+        self.max_delete = max_delete
+        scanner = Scanner(fs, None, file_index, verify, ignore)
         root = scanner.node(self.dir)
         if file_index is not None:
             file_index.keep_only(scanner.seen)
@@ -94,6 +103,20 @@ class ReplicatorTarget:
                 self._confirmed = []  # the sync is over
             return reply
         raise ProtocolError(f"unknown request type {type(request).__name__}")
+
+    def _check_deletes(self, removes: tuple[str, ...]) -> None:
+        limit = self.max_delete
+        assert limit is not None
+        count = 0
+        for rel in removes:
+            node = lookup(self.tree, rel)
+            for _ in iter_tree(node) if node is not None else ():
+                count += 1
+                if count > limit:
+                    raise Refused(
+                        f"the sync would delete more than {limit} entries on the target "
+                        "(--max-delete): nothing was changed"
+                    )
 
     def _end_stream(self) -> None:
         if self._stream is not None:
@@ -172,6 +195,8 @@ class ReplicatorTarget:
             self._end_stream()
             if req.base and req.base != self.tree.hash[: req.hash_len]:
                 return ApplyReply(self.tree.hash)  # stale plan: the source falls back to a walk
+            if self.max_delete is not None and req.removes:
+                self._check_deletes(req.removes)
             self._stream = ApplyStream(
                 self.tree,
                 self.store,

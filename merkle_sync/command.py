@@ -1,0 +1,222 @@
+"""What ``merkle-sync`` does once its flags are parsed: open both ends, sync, watch, report.
+
+The target is either in this process (a local DST) or a ``serve --stdio`` process started
+through the remote shell; either way the source hands it the same frames as bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from argparse import Namespace
+from contextlib import ExitStack
+from typing import Any
+
+from merkle_sync import cli
+from merkle_sync.checks import ProtocolError, Refused
+from merkle_sync.diskfs import DiskFileSystem
+from merkle_sync.ignore import Ignore, source_patterns
+from merkle_sync.report import Reporter, count_files
+from merkle_sync.scan import SPECIAL
+from merkle_sync.serve import open_target, serve
+from merkle_sync.source import ReplicatorSource, SyncError, SyncStats
+from merkle_sync.transport import Link, PipeRpc, RemoteError
+
+
+def split_remote(spec: str) -> tuple[str, str] | None:
+    """``[user@]host:path`` as ``(host, path)``; ``None`` for a local path (rsync's rule: a
+    colon before any slash)."""
+    colon, slash = spec.find(":"), spec.find("/")
+    if colon <= 0 or (slash != -1 and slash < colon):
+        return None
+    return spec[:colon], spec[colon + 1 :] or "."
+
+
+def overlap(a: str, b: str) -> bool:
+    a, b = os.path.realpath(a), os.path.realpath(b)
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
+
+
+class Remote:
+    """A target behind the remote shell: ``rsh host 'remote-cmd serve --stdio path'``."""
+
+    def __init__(self, rsh: str, host: str, remote_cmd: str, path: str) -> None:
+        command = f"{remote_cmd} serve --stdio {shlex.quote(path)}"
+        self.argv = [*shlex.split(rsh), host, command]
+        try:  # its own session: Ctrl-C reaches us only, and we close the link cleanly
+            self.proc = subprocess.Popen(
+                self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+            )
+        except OSError as exc:
+            raise cli.UsageError(f"cannot run the remote shell {self.argv[0]!r}: {exc}") from exc
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.link = Link(self.proc.stdout, self.proc.stdin, f"{host}:{path}")
+        self.link.on_eof = self._why
+        self.rpc = PipeRpc(self.link)
+
+    def _why(self) -> str:
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return ""
+        return f" ({shlex.join(self.argv[:2])} ... exited with status {code})"
+
+    def close(self) -> None:
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+
+
+def target_options(args: Namespace, patterns: list[str]) -> dict[str, Any]:
+    return {
+        "dry_run": args.dry_run,
+        "durable": args.durable,
+        "verify": args.checksum,
+        "max_delete": args.max_delete,
+        "exclude": [] if args.delete_excluded else patterns,
+    }
+
+
+def run(args: Namespace) -> int:
+    """The one-shot or live sync; returns the exit code (see ``cli.EPILOG``)."""
+    try:
+        with ExitStack() as stack:
+            return _run(args, stack)
+    except KeyboardInterrupt:
+        print("merkle-sync: interrupted", file=sys.stderr)
+        return cli.EXIT_INTERRUPTED
+    except cli.UsageError as exc:
+        return _fail(exc, cli.EXIT_USAGE)
+    except Refused as exc:
+        return _fail(exc, cli.EXIT_LIMIT)
+    except (ProtocolError, SyncError) as exc:
+        return _fail(exc, cli.EXIT_PEER)
+    except RemoteError as exc:
+        return _fail(exc, cli.EXIT_IO if exc.kind == "error" else cli.EXIT_PEER)
+    except OSError as exc:
+        return _fail(exc, cli.EXIT_IO)
+
+
+def _fail(exc: BaseException, code: int) -> int:
+    print(f"merkle-sync: {exc}", file=sys.stderr)
+    return code
+
+
+def _run(args: Namespace, stack: ExitStack) -> int:
+    started = time.monotonic()
+    if args.quiet and args.verbose:
+        raise cli.UsageError("-q and -v exclude each other")
+    if args.watch and args.dry_run:
+        raise cli.UsageError("--watch and --dry-run exclude each other")
+    if split_remote(args.src) is not None:
+        raise cli.UsageError(
+            "SRC must be local: run merkle-sync on the machine that holds the source"
+        )
+    src = os.path.abspath(args.src)
+    if not os.path.isdir(src) or os.path.islink(src):
+        raise cli.UsageError(f"the source is not a directory: {args.src!r}")
+    try:
+        patterns = source_patterns(src, args.exclude, args.exclude_from)
+        ignore = Ignore(patterns)
+    except (OSError, ValueError) as exc:
+        raise cli.UsageError(f"exclude patterns: {exc}") from exc
+    options = target_options(args, patterns)
+    where = split_remote(args.dst)
+    if where is None:
+        dst = os.path.abspath(args.dst)
+        if overlap(src, dst):
+            raise cli.UsageError(f"the source and the target overlap: {src!r} and {dst!r}")
+        rpc: Any = open_target(dst, options).handle_request
+        level = 0 if args.compress_level is None else args.compress_level
+    else:
+        host, path = where
+        remote = Remote(args.rsh, host, args.remote_cmd, path)
+        stack.callback(remote.close)
+        remote.rpc.handshake(options)
+        rpc = remote.rpc
+        level = args.compress_level
+    reporter = Reporter(
+        args.verbose, args.quiet, args.stats, args.json, args.progress, args.dry_run, args.force
+    )
+    fs = DiskFileSystem()
+    watcher = None
+    if args.watch:
+        from merkle_sync.watcher import DirWatcher
+
+        watcher = DirWatcher(fs, src, window=args.window, on_overflow=lambda: source.rescan())
+        stack.callback(watcher.close)
+        watcher.start()  # before the first scan, so nothing changed during it is missed
+    source = ReplicatorSource(
+        fs,
+        src,
+        rpc,
+        verify=args.checksum,
+        compression=level,
+        ignore=ignore or None,
+        dry_run=args.dry_run,
+        on_plan=reporter.plan,
+        on_frame=reporter.frame,
+    )
+    fig = reporter.figures(
+        SyncStats(), source.stats, started, count_files(source.tree), source.skipped
+    )
+    reporter.done(fig)
+    if watcher is None:
+        failed = [why for _, why in source.skipped if why != SPECIAL]
+        return cli.EXIT_PARTIAL if failed else cli.EXIT_OK
+    return _watch(source, watcher, reporter)
+
+
+def _watch(source: ReplicatorSource, watcher: Any, reporter: Reporter) -> int:
+    """Sync each burst of changes until Ctrl-C. Waiting is interrupted at once; a Ctrl-C
+    during a sync lets that sync finish first (a second one interrupts it)."""
+    state = {"syncing": False, "stop": False}
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if state["stop"] or not state["syncing"]:
+            raise KeyboardInterrupt
+        state["stop"] = True
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        while not state["stop"]:
+            if not watcher.wait(1.0):
+                continue
+            before = dataclasses.replace(source.stats)
+            started = time.monotonic()
+            state["syncing"] = True
+            try:
+                watcher.deliver()
+            finally:
+                state["syncing"] = False
+            if source.stats.syncs != before.syncs:
+                reporter.done(reporter.figures(before, source.stats, started, 0, source.skipped))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print("merkle-sync: stopped watching; the target is consistent", file=sys.stderr)
+    return cli.EXIT_INTERRUPTED
+
+
+def serve_stdio(path: str) -> int:
+    """``merkle-sync serve --stdio DIR``: stdout carries records only."""
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # anything printed by mistake cannot corrupt the stream
+    try:
+        return serve(path, sys.stdin.buffer, out)
+    except KeyboardInterrupt:
+        return cli.EXIT_INTERRUPTED
+    except RemoteError:
+        return cli.EXIT_PEER  # the client went away mid-record
+    except ProtocolError as exc:
+        print(f"merkle-sync serve: {exc}", file=sys.stderr)
+        return cli.EXIT_PEER

@@ -1,0 +1,57 @@
+"""Which paths stay out of the mirror: ``--exclude`` patterns and ``.merkleignore``, in gitignore
+syntax (``pathspec`` implements git's rules, negation and anchoring included).
+
+Both sides apply the same rules: the source does not send an excluded path, and the target
+leaves its own excluded entries out of its tree, so they are neither replaced nor deleted
+(unless the user asks for ``--delete-excluded``, when the target does not filter at all).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import pathspec
+
+#: Read from the root of the source tree; it is itself mirrored, as ``.gitignore`` is.
+IGNORE_FILE = ".merkleignore"
+#: Patterns at most: they travel to the target in the handshake, and each one costs a regex
+#: match per scanned entry.
+MAX_PATTERNS = 10_000
+MAX_PATTERN_BYTES = 4096
+
+
+class Ignore:
+    """A predicate over relative paths; directories are tested with a trailing slash."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.patterns: tuple[str, ...] = tuple(p for p in patterns if p.strip())
+        if len(self.patterns) > MAX_PATTERNS:
+            raise ValueError(f"more than {MAX_PATTERNS} exclude patterns")
+        for p in self.patterns:
+            if len(p.encode("utf-8", "surrogateescape")) > MAX_PATTERN_BYTES:
+                raise ValueError(f"exclude pattern longer than {MAX_PATTERN_BYTES} bytes")
+        self._spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def __call__(self, rel: str, is_dir: bool) -> bool:
+        return self._spec.match_file(rel + "/" if is_dir else rel)
+
+
+def read_patterns(path: str) -> list[str]:
+    """The lines of an exclude file, comments and blank lines dropped (gitignore rules)."""
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        return [line.rstrip("\n") for line in f if line.strip() and not line.startswith("#")]
+
+
+def source_patterns(root: str, excludes: Iterable[str], files: Iterable[str]) -> list[str]:
+    """``--exclude`` patterns, then each ``--exclude-from`` file, then ``root/.merkleignore``."""
+    patterns = list(excludes)
+    for f in files:
+        patterns += read_patterns(f)
+    own = os.path.join(root, IGNORE_FILE)
+    if os.path.isfile(own) and not os.path.islink(own):
+        patterns += read_patterns(own)
+    return patterns

@@ -1,0 +1,185 @@
+"""Frames over a byte stream (a pipe, ssh's stdio): records, the handshake, and the RPC adapter.
+
+The protocol's frames cross a byte stream unchanged, each in a record: one kind byte, a
+4-byte big-endian length, the payload. The length is checked against ``MAX_RECORD`` before
+anything is read or allocated, and nothing received is ever unpickled. Kinds:
+
+* ``H`` hello: a small msgpack map, both ways, first. It names the program, the protocol
+  number and the features, so a peer of another version (or a remote shell that prints a
+  banner on stdout, or a command that is not merkle-sync at all) gets a clear error instead
+  of a garbled sync. The client's hello also carries the target's options.
+* ``F`` a protocol frame (a request, or its reply).
+* ``E`` an error the target met answering a frame: ``{"kind", "message"}``. ``protocol``
+  becomes a local ``ProtocolError`` (so the source's retry rules are the same as in one
+  process), ``refused`` a ``Refused``, anything else a ``RemoteError``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import IO, Any
+
+import msgpack
+
+from merkle_sync import __version__
+from merkle_sync.checks import ProtocolError, Refused
+from merkle_sync.protocol import MAX_FRAME
+
+PROGRAM = "merkle-sync"
+#: Bumped whenever a frame's meaning changes; peers must speak the same number.
+PROTOCOL = 1
+FEATURES = ("zstd-stream", "meta", "links", "exclude", "max-delete", "dry-run")
+#: A record's payload at most: a frame plus its tag byte. Hellos and errors are far smaller.
+MAX_RECORD = MAX_FRAME + 16
+MAX_HELLO = 1 << 20
+_HEAD = struct.Struct(">cI")
+HELLO, FRAME, ERROR = b"H", b"F", b"E"
+
+
+class RemoteError(RuntimeError):
+    """The peer failed (a full disk, a crash) or the link broke; ``kind`` says which."""
+
+    def __init__(self, message: str, kind: str = "error") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class Link:
+    """Records over a pair of binary streams (``reader`` and ``writer``)."""
+
+    def __init__(self, reader: IO[bytes], writer: IO[bytes], peer: str = "the peer") -> None:
+        self.reader = reader
+        self.writer = writer
+        self.peer = peer
+        #: Called when the stream ends early, to add what is known of why (ssh's exit).
+        self.on_eof: Callable[[], str] | None = None
+
+    def send(self, kind: bytes, payload: bytes | bytearray | memoryview) -> None:
+        self.writer.write(_HEAD.pack(kind, len(payload)))
+        self.writer.write(payload)
+        self.writer.flush()
+
+    def receive(self) -> tuple[bytes, bytes] | None:
+        """The next record, or ``None`` at a clean end of stream (before a record starts)."""
+        head = self._exact(_HEAD.size, allow_eof=True)
+        if head is None:
+            return None
+        kind, size = _HEAD.unpack(head)
+        if kind not in (HELLO, FRAME, ERROR):
+            raise ProtocolError(
+                f"{self.peer} does not speak {PROGRAM} records (got {bytes(head)!r}); "
+                "does the remote shell print to stdout, or is the remote command right?"
+            )
+        limit = MAX_HELLO if kind != FRAME else MAX_RECORD
+        if size > limit:
+            raise ProtocolError(f"record of {size} bytes from {self.peer} exceeds {limit}")
+        payload = self._exact(size, allow_eof=False)
+        assert payload is not None
+        return kind, payload
+
+    def _exact(self, size: int, allow_eof: bool) -> bytes | None:
+        data = self.reader.read(size)
+        if len(data) == size:
+            return data
+        parts = [data]
+        got = len(data)
+        while got < size:
+            more = self.reader.read(size - got)
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        if got == size:
+            return b"".join(parts)
+        if got == 0 and allow_eof:
+            return None
+        why = self.on_eof() if self.on_eof is not None else ""
+        raise RemoteError(f"{self.peer} closed the connection{why}", "closed")
+
+    def send_error(self, exc: BaseException) -> None:
+        kind = "protocol" if isinstance(exc, ProtocolError) else "error"
+        if isinstance(exc, Refused):
+            kind = "refused"
+        message = f"{type(exc).__name__}: {exc}" if kind == "error" else str(exc)
+        self.send(ERROR, msgpack.packb({"kind": kind, "message": message[:4000]}))
+
+
+def raise_error(payload: bytes, peer: str) -> None:
+    """Turn an error record into the local exception of the same meaning."""
+    try:
+        err = msgpack.unpackb(payload)
+        kind, message = err["kind"], err["message"]
+        if not isinstance(kind, str) or not isinstance(message, str):
+            raise TypeError
+    except Exception as exc:
+        raise ProtocolError(f"malformed error record from {peer}") from exc
+    if kind == "protocol":
+        raise ProtocolError(f"{peer} refused a frame: {message}")
+    if kind == "refused":
+        raise Refused(message)
+    raise RemoteError(f"{peer}: {message}", kind)
+
+
+def hello(options: dict[str, Any] | None = None) -> bytes:
+    body: dict[str, Any] = {"program": PROGRAM, "protocol": PROTOCOL, "features": FEATURES}
+    if options is not None:
+        body["options"] = options
+    body["version"] = __version__
+    return msgpack.packb(body)
+
+
+def check_hello(payload: bytes, peer: str) -> dict[str, Any]:
+    """The peer's hello, validated: same program and protocol, else a clear error."""
+    try:
+        body = msgpack.unpackb(payload, strict_map_key=True)
+    except Exception as exc:
+        raise ProtocolError(f"{peer} sent a malformed hello") from exc
+    if not isinstance(body, dict) or body.get("program") != PROGRAM:
+        raise ProtocolError(f"{peer} is not {PROGRAM} (its hello: {str(body)[:200]})")
+    if body.get("protocol") != PROTOCOL:
+        raise ProtocolError(
+            f"{peer} runs {PROGRAM} {body.get('version')} speaking protocol "
+            f"{body.get('protocol')}; this side speaks protocol {PROTOCOL}: install the same "
+            "version on both sides"
+        )
+    options = body.get("options", {})
+    if not isinstance(options, dict):
+        raise ProtocolError(f"{peer} sent options that are not a map")
+    return body
+
+
+class PipeRpc:
+    """The source's ``rpc_handle`` over a ``Link``: one frame out, its reply back."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+
+    def handshake(self, options: dict[str, Any]) -> dict[str, Any]:
+        self.link.send(HELLO, hello(options))
+        return self._expect_hello()
+
+    def _expect_hello(self) -> dict[str, Any]:
+        record = self.link.receive()
+        if record is None:
+            why = self.link.on_eof() if self.link.on_eof is not None else ""
+            raise RemoteError(f"{self.link.peer} closed the connection{why}", "closed")
+        kind, payload = record
+        if kind == ERROR:
+            raise_error(payload, self.link.peer)
+        if kind != HELLO:
+            raise ProtocolError(f"{self.link.peer} did not start with a hello")
+        return check_hello(payload, self.link.peer)
+
+    def __call__(self, frame: bytes) -> bytes:
+        self.link.send(FRAME, frame)
+        record = self.link.receive()
+        if record is None:
+            why = self.link.on_eof() if self.link.on_eof is not None else ""
+            raise RemoteError(f"{self.link.peer} closed the connection{why}", "closed")
+        kind, payload = record
+        if kind == ERROR:
+            raise_error(payload, self.link.peer)
+        if kind != FRAME:
+            raise ProtocolError(f"{self.link.peer} answered a frame with a {kind!r} record")
+        return payload

@@ -1,0 +1,350 @@
+"""The ``merkle-sync`` command end to end, through real processes: mirror semantics, flags and
+exit codes, locally, over a pipe to ``serve --stdio``, and through a remote-shell shim."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from merkle_sync.diskfs import DiskFileSystem
+from merkle_sync.source import ReplicatorSource
+from merkle_sync.transport import Link, PipeRpc
+
+PY = sys.executable
+
+
+def cli(*args: str, check: int | None = 0, **kw) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [PY, "-m", "merkle_sync", *args], capture_output=True, text=True, timeout=120, **kw
+    )
+    if check is not None:
+        assert done.returncode == check, (done.returncode, done.stdout, done.stderr)
+    return done
+
+
+def tree(root: Path) -> dict[str, tuple]:
+    """Every entry below ``root`` (the target's private state left out): kind, mode, mtime
+    and content or link text, as ``rsync -a`` would keep them."""
+    out: dict[str, tuple] = {}
+    for dirpath, dirs, files in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        if rel_dir == ".":
+            dirs[:] = [d for d in dirs if d != ".merkle_sync"]
+        for name in dirs + files:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("l", os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("d", stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+            elif not stat.S_ISREG(st.st_mode):
+                out[rel] = ("?",)  # never opened: a FIFO would block
+            else:
+                out[rel] = ("f", stat.S_IMODE(st.st_mode), st.st_mtime_ns, Path(path).read_bytes())
+    return out
+
+
+def raw_state(root: Path, private: bool = True) -> dict[str, tuple]:
+    """Everything below ``root`` (with the target's private state unless ``private`` is
+    false), inode numbers included, for "changed nothing"."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        if not private and dirpath == str(root):
+            dirs[:] = [d for d in dirs if d != ".merkle_sync"]
+        for name in dirs + files:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            data = Path(path).read_bytes() if stat.S_ISREG(st.st_mode) else None
+            out[os.path.relpath(path, root)] = (st.st_mode, st.st_mtime_ns, st.st_ino, data)
+    return out
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    s = tmp_path / "src"
+    (s / "pkg" / "sub").mkdir(parents=True)
+    (s / "pkg" / "mod.py").write_text("print('hello')\n" * 50)
+    (s / "pkg" / "sub" / "data.bin").write_bytes(os.urandom(300_000))
+    (s / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (s / "run.sh").chmod(0o755)
+    (s / "link").symlink_to("pkg/mod.py")
+    os.utime(s / "pkg" / "mod.py", ns=(1_000_000_000, 1_000_000_000))
+    return s
+
+
+@pytest.fixture
+def shim(tmp_path: Path) -> str:
+    """A remote shell that ignores the host and runs the command here, as ssh would there."""
+    path = tmp_path / "rsh"
+    path.write_text('#!/bin/sh\nshift\nexec sh -c "$1"\n')
+    path.chmod(0o755)
+    return str(path)
+
+
+def remote_cmd() -> str:
+    return f"{PY} -m merkle_sync"
+
+
+def test_a_local_mirror_keeps_metadata_deletes_extras_and_reports(src, tmp_path):
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "extra.txt").write_text("not in the source")
+    first = json.loads(cli("--json", str(src), str(dst)).stdout)
+    assert tree(dst) == tree(src)
+    assert first["created"] == 6 and first["deleted"] == 1 and first["files_scanned"] == 4
+    again = json.loads(cli("--json", str(src), str(dst)).stdout)
+    assert (again["round_trips"], again["created"], again["updated"]) == (1, 0, 0)
+    (src / "run.sh").chmod(0o700)
+    meta = json.loads(cli("--json", str(src), str(dst)).stdout)
+    assert (meta["attrs"], meta["literal_bytes"], meta["updated"]) == (1, 0, 0)
+    assert tree(dst) == tree(src)
+    stats = cli("--stats", str(src), str(dst)).stdout
+    for key in (
+        "files scanned",
+        "created",
+        "updated",
+        "deleted",
+        "bytes up",
+        "bytes down",
+        "literal bytes",
+        "reused bytes",
+        "round trips",
+        "seconds",
+    ):
+        assert key in stats
+
+
+def test_help_documents_every_flag_the_mirror_semantics_and_the_exit_codes():
+    text = cli("--help").stdout
+    for flag in (
+        "--dry-run",
+        "--exclude",
+        "--exclude-from",
+        "--delete-excluded",
+        "--max-delete",
+        "--force",
+        "--stats",
+        "--json",
+        "--progress",
+        "--watch",
+        "--window",
+        "--rsh",
+        "--remote-cmd",
+        "--checksum",
+        "--quiet",
+        "--verbose",
+    ):
+        assert flag in text
+    assert "DELETED" in text
+    for code in ("0 ", "1 ", "11", "12", "23", "25", "130"):
+        assert f"  {code}" in text
+    assert "--stdio" in cli("serve", "--help").stdout
+
+
+def test_serve_stdio_speaks_frames_over_a_pipe(src, tmp_path):
+    dst = tmp_path / "dst"
+    proc = subprocess.Popen(
+        [PY, "-m", "merkle_sync", "serve", "--stdio", str(dst)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    rpc = PipeRpc(Link(proc.stdout, proc.stdin, "pipe"))
+    assert rpc.handshake({})["program"] == "merkle-sync"
+    source = ReplicatorSource(DiskFileSystem(), str(src), rpc)
+    assert tree(dst) == tree(src)
+    (src / "pkg" / "mod.py").write_text("print('changed')\n")
+    source.rescan()
+    assert tree(dst) == tree(src)
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 0
+
+
+def test_a_remote_target_through_the_remote_shell(src, tmp_path, shim):
+    dst = tmp_path / "far away"
+    out = cli("--json", "-e", shim, "--remote-cmd", remote_cmd(), str(src), f"me@host:{dst}")
+    assert tree(dst) == tree(src) and json.loads(out.stdout)["created"] == 6
+    (src / "pkg" / "sub" / "data.bin").write_bytes(b"x" * 10)
+    cli("-q", "-e", shim, "--remote-cmd", remote_cmd(), str(src), f"host:{dst}")
+    assert tree(dst) == tree(src)
+
+
+def test_a_peer_that_is_not_merkle_sync_or_of_another_version_is_a_clear_error(src, tmp_path, shim):
+    banner = cli("-e", shim, "--remote-cmd", "echo Welcome;", str(src), "h:x", check=12)
+    assert "remote shell print" in banner.stderr
+    missing = cli("-e", shim, "--remote-cmd", "false", str(src), "h:x", check=12)
+    assert "exited with status 1" in missing.stderr
+    fake = tmp_path / "old_peer.py"
+    fake.write_text(
+        textwrap.dedent("""
+        import sys, msgpack, struct
+        body = msgpack.packb({"program": "merkle-sync", "protocol": 99, "version": "9.0"})
+        sys.stdout.buffer.write(struct.pack(">cI", b"H", len(body)) + body)
+        sys.stdout.buffer.flush()
+    """)
+    )
+    other = cli("-e", shim, "--remote-cmd", f"{PY} {fake} #", str(src), "h:x", check=12)
+    assert "protocol 99" in other.stderr and "same version" in other.stderr
+
+
+def test_a_peer_that_answers_garbage_is_a_peer_protocol_error(src, tmp_path, shim):
+    fake = tmp_path / "bad_peer.py"
+    fake.write_text(
+        textwrap.dedent("""
+        import sys, msgpack, struct
+        out, inp = sys.stdout.buffer, sys.stdin.buffer
+        def send(kind, body):
+            out.write(struct.pack(">cI", kind, len(body)) + body); out.flush()
+        def receive():
+            kind, size = struct.unpack(">cI", inp.read(5)); return inp.read(size)
+        receive()
+        send(b"H", msgpack.packb({"program": "merkle-sync", "protocol": 1}))
+        while True:
+            receive(); send(b"F", b"\\xc1 not a frame")
+    """)
+    )
+    done = cli("-e", shim, "--remote-cmd", f"{PY} {fake} #", str(src), "h:x", check=12)
+    assert "merkle-sync:" in done.stderr
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_a_dry_run_lists_the_plan_and_its_bytes_and_changes_nothing(src, tmp_path, shim, remote):
+    dst = tmp_path / "dst"
+    cli(str(src), str(dst))
+    (src / "pkg" / "mod.py").write_text("print('edited')\n")
+    (src / "new.txt").write_text("new")
+    (dst / "stale.txt").write_text("stale")
+    before = raw_state(dst)
+    where = (
+        ["-e", shim, "--remote-cmd", remote_cmd(), str(src), f"h:{dst}"]
+        if remote
+        else [str(src), str(dst)]
+    )
+    out = cli("-n", *where).stdout
+    assert "would update  pkg/mod.py" in out
+    assert "would create  new.txt" in out
+    assert "would delete  stale.txt" in out
+    assert "would send" in out
+    assert raw_state(dst) == before
+    nothing = tmp_path / "never"
+    cli("-n", str(src), str(nothing))
+    assert not nothing.exists()
+
+
+def test_excluded_paths_are_neither_sent_nor_deleted_unless_asked(src, tmp_path):
+    dst = tmp_path / "dst"
+    (src / "debug.log").write_text("log")
+    (src / "build").mkdir()
+    (src / "build" / "out.o").write_bytes(b"obj")
+    (src / ".merkleignore").write_text("# built files\nbuild/\n")
+    patterns = tmp_path / "patterns"
+    patterns.write_text("*.tmp\n")
+    (src / "scratch.tmp").write_text("tmp")
+    dst.mkdir()
+    (dst / "keep.log").write_text("the target's own log")
+    cli("--exclude", "*.log", "--exclude-from", str(patterns), str(src), str(dst))
+    assert not (dst / "debug.log").exists() and not (dst / "build").exists()
+    assert not (dst / "scratch.tmp").exists()
+    assert (dst / ".merkleignore").exists()  # mirrored, as .gitignore is
+    assert (dst / "keep.log").read_text() == "the target's own log"
+    again = json.loads(
+        cli(
+            "--json", "--exclude", "*.log", "--exclude-from", str(patterns), str(src), str(dst)
+        ).stdout
+    )
+    assert again["round_trips"] == 1  # both sides leave the same entries out
+    cli("--exclude", "*.log", "--delete-excluded", str(src), str(dst))
+    assert not (dst / "keep.log").exists()
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_max_delete_stops_before_deleting_anything(src, tmp_path, shim, remote):
+    dst = tmp_path / "dst"
+    cli(str(src), str(dst))
+    shutil.rmtree(src / "pkg")  # three entries: pkg, pkg/mod.py, pkg/sub, pkg/sub/data.bin
+    (src / "new.txt").write_text("new")
+    before = raw_state(dst, private=False)
+    where = (
+        ["-e", shim, "--remote-cmd", remote_cmd(), str(src), f"h:{dst}"]
+        if remote
+        else [str(src), str(dst)]
+    )
+    done = cli("--max-delete", "3", *where, check=25)
+    assert "more than 3" in done.stderr
+    assert raw_state(dst, private=False) == before
+    cli("--max-delete", "4", *where)
+    assert tree(dst) == tree(src)
+
+
+def test_an_empty_source_does_not_empty_the_target_without_force(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    (dst / "precious.txt").write_text("keep me")
+    done = cli(str(src), str(dst), check=25)
+    assert "--force" in done.stderr and (dst / "precious.txt").read_text() == "keep me"
+    cli("--force", str(src), str(dst))
+    assert tree(dst) == {}
+
+
+def test_usage_errors_exit_1(src, tmp_path):
+    assert "unrecognized" in cli("--no-such-flag", str(src), "x", check=1).stderr
+    assert "not a directory" in cli(str(tmp_path / "missing"), str(tmp_path / "d"), check=1).stderr
+    assert "overlap" in cli(str(src), str(src / "pkg" / "mirror"), check=1).stderr
+    assert "overlap" in cli(str(src / "pkg"), str(src), check=1).stderr
+    assert "overlap" in cli(str(src), str(src), check=1).stderr
+    assert not (src / "pkg" / "mirror").exists()
+    assert "must be local" in cli("host:dir", str(tmp_path / "d"), check=1).stderr
+
+
+def test_special_files_are_skipped_with_a_warning(src, tmp_path):
+    os.mkfifo(src / "a_fifo")
+    dst = tmp_path / "dst"
+    done = cli(str(src), str(dst))
+    assert "skipped a_fifo" in done.stderr
+    assert tree(dst) == {k: v for k, v in tree(src).items() if k != "a_fifo"}
+
+
+def test_an_unreadable_file_exits_23_and_the_rest_is_synced(tmp_path):
+    """Run as an unprivileged user (root reads everything), as rsync's exit 23."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv to drop privileges")
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        probe = subprocess.run([*prefix, PY, "-c", "import merkle_sync"], capture_output=True)
+        if probe.returncode != 0:
+            pytest.skip(f"an unprivileged user cannot run {PY} with merkle_sync")
+    base = Path(tempfile.mkdtemp(prefix="merkle-sync-test-"))  # pytest's tmp is root-only
+    try:
+        base.chmod(0o777)
+        src, dst, cache = base / "src", base / "dst", base / "cache"
+        src.mkdir()
+        (src / "ok.txt").write_text("fine")
+        (src / "secret.txt").write_text("hidden")
+        (src / "secret.txt").chmod(0)
+        if prefix:
+            for p in (src, src / "ok.txt", src / "secret.txt"):
+                os.chown(p, 65534, 65534)
+        env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+        done = subprocess.run(
+            [*prefix, PY, "-m", "merkle_sync", str(src), str(dst)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert done.returncode == 23, done.stderr
+        assert "skipped secret.txt" in done.stderr
+        assert (dst / "ok.txt").read_text() == "fine"
+    finally:
+        shutil.rmtree(base)
