@@ -1,8 +1,9 @@
 """``python -m benchmarks``: the side-by-side report; ``--check``: the regression gate.
 
 Report mode runs every workload (``--quick`` skips the largest) once with ours, the naive
-baseline and rsync, each in its own process so peak memory is per run, then writes
-``results/latest.json``, ``results/latest.md`` and ``results/bytes.png`` and prints the table.
+baseline and rsync, each in its own process so peak memory is per run, and prints the table.
+Only with ``--write`` does it replace the tracked ``results/latest.json``,
+``results/latest.md``, ``results/bytes.png`` and the README's table.
 Gate mode recomputes the deterministic figures of ours (the largest workloads only with
 ``--full``) and fails when any is above ``baseline.json``.
 """
@@ -38,7 +39,7 @@ def _isolated(name: str, impl: str) -> dict[str, Any] | None:
     return json.loads(out) if out else None
 
 
-def report(names: list[str]) -> None:
+def report(names: list[str], write: bool = False) -> None:
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         print(f"running {name} ...", file=sys.stderr, flush=True)
@@ -46,20 +47,22 @@ def report(names: list[str]) -> None:
         if results[name]["rsync"] is None:
             print("  rsync skipped: not installed", file=sys.stderr)
     speed = measure_throughput()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(
-        json.dumps({"workloads": results, "throughput": speed}, indent=1) + "\n"
-    )
     md = table(results) + (
         f"\nContent tree of a {speed['size_mib']} MiB random file (FastCDC + blake3 per leaf + "
         f"inner nodes): {speed['tree_gb_s']:.2f} GB/s; blake3 alone in the same run: "
         f"{speed['blake3_gb_s']:.2f} GB/s.\n"
     )
+    print(md)
+    if not write:
+        return
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(
+        json.dumps({"workloads": results, "throughput": speed}, indent=1) + "\n"
+    )
     (RESULTS / "latest.md").write_text(md)
     plot(results, RESULTS / "bytes.png")
     if len(names) == len(CATALOGUE):  # a partial run never replaces the README's table
         _embed(md)
-    print(md)
 
 
 def _embed(md: str) -> None:
@@ -113,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--update-baseline", action="store_true", help="rewrite the baseline")
     parser.add_argument("--full", action="store_true", help="gate: include the largest workloads")
     parser.add_argument("--quick", action="store_true", help="report: skip the largest workloads")
+    parser.add_argument(
+        "--write", action="store_true", help="report: update results/ and the README's table"
+    )
     parser.add_argument("--only", nargs="+", metavar="NAME", help="just these workloads")
     parser.add_argument("--baseline", type=Path, default=HERE / "baseline.json")
     args = parser.parse_args(argv)
@@ -129,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.update_baseline:
         update(names, args.baseline)
         return 0
-    report(names)
+    report(names, args.write)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from merkle_sync.checks import Refused
 from merkle_sync.fs import FileSystem, FileSystemEvent, FileSystemEventType
 from merkle_sync.memfs import MemoryFileSystem
 from merkle_sync.protocol import ProtocolError
@@ -14,6 +15,7 @@ __all__ = [
     "FileSystemEventType",
     "MemoryFileSystem",
     "ProtocolError",
+    "Refused",
     "ReplicatorSource",
     "ReplicatorTarget",
     "SyncError",

@@ -152,7 +152,8 @@ class Reporter:
         )
         print(
             f"{what}{changes}; {verb} {fig.bytes_up:,} B, received {fig.bytes_down:,} B, "
-            f"{fig.round_trips} round trips, {fig.seconds * 1000:,.0f} ms",
+            f"{fig.round_trips} round trip{'' if fig.round_trips == 1 else 's'}, "
+            f"{fig.seconds * 1000:,.0f} ms",
             file=self.out,
             flush=True,
         )
