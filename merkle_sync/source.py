@@ -8,14 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from merkle_sync.driver import Driver
 from merkle_sync.fileindex import FileIndex, default_source_index
 from merkle_sync.frames import FRAME_LITERALS
 from merkle_sync.fs import RangeReader, StatScanner
 from merkle_sync.merkle import DirNode, FileNode, Node, encode_content, iter_tree, lookup, put
-from merkle_sync.protocol import FULL_HASH, MIN_HASH, Ack, Apply, Message, ProtocolError
+from merkle_sync.protocol import FULL_HASH, MIN_HASH, ProtocolError
 from merkle_sync.scan import UNREADABLE, EscapeRefused, Scanner, check_beneath
 from merkle_sync.session import SyncSession
-from merkle_sync.wire import StreamEncoder, decode, encode, stream_level
 
 
 class SyncError(RuntimeError):
@@ -237,54 +237,22 @@ class ReplicatorSource:
         return found
 
     def _run(self, session: SyncSession, request: Any) -> None:
-        """Drive a session over the synchronous ``rpc_handle``: frames out, frames back.
-
-        Apply frames share one zstd stream per session; everything received is decoded and
-        validated here, where it is untrusted.
-        """
+        """Drive a session over ``rpc_handle`` (see ``merkle_sync.driver``)."""
         stats = self.stats
         stats.syncs += 1
         self._checked.clear()
-        encoder: StreamEncoder | None = None
+        driver = Driver(
+            self.rpc_handle, stats, self.compression, self.dry_run, self.on_plan, self.on_frame
+        )
         try:
-            while request is not None:
-                if isinstance(request, Apply):
-                    if encoder is None:
-                        if self.on_plan is not None:
-                            self.on_plan(session)
-                        planned = session.planned_bytes()
-                        level = self.compression
-                        encoder = StreamEncoder(
-                            stream_level(planned) if level is None else level, planned
-                        )
-                    frame = encoder.encode(request)
-                    if self.dry_run:  # counted as if sent, acknowledged here
-                        stats.bytes_up += len(frame)
-                        final = request.final
-                        request = None if final else session.receive(Ack(request.part))
-                        continue
-                else:
-                    frame = encode(request)
-                reply = self.rpc_handle(frame)
-                stats.bytes_up += len(frame)
-                if self.on_frame is not None and isinstance(request, Apply):
-                    self.on_frame(session, len(frame))
-                if not isinstance(reply, Message):
-                    stats.bytes_down += len(reply)
-                    reply = decode(reply)
-                request = session.receive(reply)
-            if session.cutter is not None and (session.equal or self.dry_run or self.skipped):
-                stats.created += len(session.mkdirs) + len(session.writes) - session.updates
-                stats.updated += session.updates
-                stats.attrs += session.meta_only
-                stats.deleted += len(session.removes)
+            driver.run(session, request)
         finally:
-            stats.frames += session.frames
-            stats.round_trips += session.round_trips
-            if session.cutter is not None:
-                stats.literal_bytes += session.cutter.literal_bytes
-                stats.reused_bytes += session.cutter.reused_bytes
             self._data.clear()
+        if session.cutter is not None and (session.equal or self.dry_run or self.skipped):
+            stats.created += len(session.mkdirs) + len(session.writes) - session.updates
+            stats.updated += session.updates
+            stats.attrs += session.meta_only
+            stats.deleted += len(session.removes)
 
     def _sync_change(self, rel: str, old: Node | None, new: Node | None) -> None:
         """Send just this change when the target's state is known; otherwise walk."""

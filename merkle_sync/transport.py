@@ -172,7 +172,15 @@ class PipeRpc:
         return check_hello(payload, self.link.peer)
 
     def __call__(self, frame: bytes) -> bytes:
+        self.send(frame)
+        return self.receive()
+
+    def send(self, frame: bytes) -> None:
+        """A frame out, without waiting for its reply (see ``merkle_sync.driver``)."""
         self.link.send(FRAME, frame)
+
+    def receive(self) -> bytes:
+        """The reply to the oldest frame still unanswered."""
         record = self.link.receive()
         if record is None:
             why = self.link.on_eof() if self.link.on_eof is not None else ""

@@ -1,0 +1,133 @@
+"""Drives one sync session over the source's ``rpc_handle``: frames out, replies in, counted.
+
+Everything received is decoded and validated here, where it is untrusted. Apply frames share
+one zstd stream per session. Through a plain callable each frame waits for its reply; an
+``rpc_handle`` that can also ``send`` and ``receive`` separately (a byte-stream link, see
+``merkle_sync.transport.PipeRpc``) gets up to ``WINDOW`` apply frames in flight, so a link
+with latency pays it once per window, not once per frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from merkle_sync.protocol import Ack, Apply, Message
+from merkle_sync.session import SyncSession
+from merkle_sync.wire import StreamEncoder, decode, encode, stream_level
+
+#: Apply frames in flight at most over a streaming link: each holds at most the frame budget
+#: of literals (4 MiB), and replies are a few bytes, so neither side's pipe can fill with
+#: unread replies.
+WINDOW = 4
+
+
+@runtime_checkable
+class StreamRpc(Protocol):
+    """An ``rpc_handle`` that can send a frame without waiting for its reply."""
+
+    def send(self, frame: bytes) -> None: ...
+
+    def receive(self) -> bytes:
+        """The next reply, in the order the frames were sent."""
+
+
+@dataclass
+class Driver:
+    rpc: Callable[[Any], Any]
+    stats: Any
+    compression: int | None = None
+    dry_run: bool = False
+    on_plan: Callable[[SyncSession], None] | None = None
+    on_frame: Callable[[SyncSession, int], None] | None = None
+
+    def run(self, session: SyncSession, request: Any) -> None:
+        stats = self.stats
+        self._encoder: StreamEncoder | None = None
+        self._session = session
+        try:
+            if isinstance(self.rpc, StreamRpc) and not self.dry_run:
+                self._pipelined(request)
+            else:
+                self._one_by_one(request)
+        finally:
+            stats.frames += session.frames
+            stats.round_trips += session.round_trips
+            if session.cutter is not None:
+                stats.literal_bytes += session.cutter.literal_bytes
+                stats.reused_bytes += session.cutter.reused_bytes
+
+    def _encode(self, request: Any) -> bytes:
+        if not isinstance(request, Apply):
+            return encode(request)
+        if self._encoder is None:
+            session = self._session
+            if self.on_plan is not None:
+                self.on_plan(session)
+            planned = session.planned_bytes()
+            level = self.compression
+            self._encoder = StreamEncoder(
+                stream_level(planned) if level is None else level, planned
+            )
+        return self._encoder.encode(request)
+
+    def _sent(self, request: Any, frame: bytes) -> None:
+        self.stats.bytes_up += len(frame)
+        if self.on_frame is not None and isinstance(request, Apply):
+            self.on_frame(self._session, len(frame))
+
+    def _decode(self, reply: Any) -> Message:
+        if isinstance(reply, Message):
+            return reply
+        self.stats.bytes_down += len(reply)
+        return decode(reply)
+
+    def _one_by_one(self, request: Any) -> None:
+        session = self._session
+        while request is not None:
+            frame = self._encode(request)
+            if self.dry_run and isinstance(request, Apply):
+                self.stats.bytes_up += len(frame)  # counted as if sent, acknowledged here
+                request = None if request.final else session.receive(Ack(request.part))
+                continue
+            reply = self.rpc(frame)
+            self._sent(request, frame)
+            request = session.receive(self._decode(reply))
+
+    def _pipelined(self, request: Any) -> None:
+        session, rpc = self._session, self.rpc
+        in_flight = 0
+        try:
+            while True:
+                if request is not None:
+                    frame = self._encode(request)
+                    rpc.send(frame)  # type: ignore[attr-defined]
+                    in_flight += 1
+                    self._sent(request, frame)
+                while in_flight < WINDOW and (ahead := session.ahead()) is not None:
+                    frame = self._encode(ahead)
+                    rpc.send(frame)  # type: ignore[attr-defined]
+                    in_flight += 1
+                    self._sent(ahead, frame)
+                if not in_flight:
+                    return
+                try:
+                    reply = rpc.receive()  # type: ignore[attr-defined]
+                finally:
+                    in_flight -= 1  # its record was read, even if it held an error
+                request = session.receive(self._decode(reply))
+        except Exception:
+            _drain(rpc, in_flight)
+            raise
+
+
+def _drain(rpc: Any, in_flight: int) -> None:
+    """Read the replies still owed after an error, so the link is in step for the next
+    request (a retry walk); a link that broke is left as it is."""
+    for _ in range(in_flight):
+        try:
+            rpc.receive()
+        except Exception as exc:
+            if getattr(exc, "kind", None) == "closed":
+                return
