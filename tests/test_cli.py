@@ -3,13 +3,17 @@ exit codes, locally, over a pipe to ``serve --stdio``, and through a remote-shel
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import textwrap
 from pathlib import Path
 
@@ -348,3 +352,40 @@ def test_an_unreadable_file_exits_23_and_the_rest_is_synced(tmp_path):
         assert (dst / "ok.txt").read_text() == "fine"
     finally:
         shutil.rmtree(base)
+
+
+def test_progress_shows_a_bar_on_a_terminal_and_nothing_otherwise(src, tmp_path):
+    quiet = cli("--progress", "-q", str(src), str(tmp_path / "a"))
+    assert quiet.stderr == "" and quiet.stdout == ""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        done = subprocess.run(
+            [PY, "-m", "merkle_sync", "--progress", "-q", str(src), str(tmp_path / "b")],
+            stderr=follower,
+            stdout=subprocess.PIPE,
+            timeout=120,
+        )
+        os.close(follower)
+        follower = -1
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+    assert done.returncode == 0
+    assert b"sending" in seen and b"B/s" in seen
+
+
+def test_verbose_lists_every_change(src, tmp_path):
+    out = cli("-v", str(src), str(tmp_path / "dst")).stdout
+    for line in ("create  pkg/", "create  pkg/sub/data.bin", "create  link", "create  run.sh"):
+        assert line in out
