@@ -185,7 +185,7 @@ class ApplyStream:
         if self.store.unchanged(f.sink, f.write.path, rel, start, f.builder.size):
             f.sink.skip(end - start)  # patching in place: these bytes are already there
         else:
-            self.store.copy(f.sink, rel, start, end, cache)
+            self.store.copy_node(f.sink, rel, node.tree, level, index, cache)
         f.builder.graft(node.tree, level, index)
 
     def _sub(self, sub, literals: _Literals, local: Held, cache, room: int) -> list[bytes]:

@@ -42,7 +42,8 @@ exit codes:
   {EXIT_IO}   I/O error on either side (unreadable, disk full)
   {EXIT_PEER}   the peer broke the protocol, runs another version, or the link broke
   {EXIT_PARTIAL}   some entries could not be synced (listed on stderr); everything else was
-  {EXIT_LIMIT}   stopped by --max-delete, or by an empty SRC that would empty DST (--force)
+  {EXIT_LIMIT}   stopped before deleting: --max-delete, an empty SRC, or a DST that was never a
+       mirror (see --force)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); every file on DST is either its old or its new version
 
 examples:
@@ -124,7 +125,9 @@ def sync_parser() -> argparse.ArgumentParser:
     safety.add_argument(
         "--force",
         action="store_true",
-        help="allow an empty SRC to empty a non-empty DST (refused otherwise)",
+        help="allow deletions that are refused otherwise: an empty SRC emptying DST, and "
+        "any deletion in a non-empty DST that has never been a merkle-sync mirror (no "
+        ".merkle_sync in it: perhaps the wrong directory)",
     )
     safety.add_argument(
         "--no-fsync",

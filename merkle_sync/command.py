@@ -81,6 +81,7 @@ def target_options(args: Namespace, patterns: list[str]) -> dict[str, Any]:
         "durable": args.durable,
         "verify": args.checksum,
         "max_delete": args.max_delete,
+        "force": args.force,
         "exclude": [] if args.delete_excluded else patterns,
     }
 

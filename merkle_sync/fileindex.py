@@ -101,6 +101,15 @@ class FileIndex:
             return None
         return row[1], row[2], LazyTree(partial(self.tree, rel, row[2]))
 
+    def key(self, rel: str) -> StatKey | None:
+        """The stat identity recorded for ``rel`` (``None``: none recorded)."""
+        if self._rows is not None and rel in self._rows:
+            return self._rows[rel][0]  # type: ignore[return-value]
+        found = self._db.execute(
+            "SELECT size, mtime, ctime, ino, dev FROM files WHERE rel=?", (_b(rel),)
+        ).fetchone()
+        return None if found is None else tuple(found)  # type: ignore[return-value]
+
     def tree(self, rel: str, digest: bytes) -> ContentTree:
         """The content tree stored for ``rel``, which must still be the file hashing to
         ``digest`` (a lazy tree is never built from a newer row)."""

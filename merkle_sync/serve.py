@@ -18,7 +18,7 @@ from merkle_sync.ignore import Ignore
 from merkle_sync.readonly import ReadOnlyFileSystem
 from merkle_sync.transport import FRAME, HELLO, Link, check_hello, hello
 
-_BOOLS = ("dry_run", "durable", "verify", "index")
+_BOOLS = ("dry_run", "durable", "verify", "index", "force")
 
 
 def target_options(raw: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +63,7 @@ def open_target(path: str, options: dict[str, Any]) -> Any:
         durable=options.get("durable", True),
         ignore=ignore or None,
         max_delete=options.get("max_delete"),
+        guard_unmarked=not options.get("force", False),
     )
 
 

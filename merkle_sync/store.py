@@ -11,10 +11,14 @@ On a filesystem with only the contract, files are assembled in memory and writte
 from __future__ import annotations
 
 import posixpath
+from bisect import bisect_right
 from typing import Any
 
+from merkle_sync.chunking import leaf_hash
 from merkle_sync.contentindex import ContentIndex, Graves
+from merkle_sync.contenttree import ContentTree
 from merkle_sync.fileindex import FileIndex
+from merkle_sync.freshness import Freshness, StaleContent
 from merkle_sync.fs import Linker, Patcher, RangeReader, StagedFile, Stager, StatScanner
 from merkle_sync.merkle import (
     KIND_LINK,
@@ -59,6 +63,10 @@ class MemoryStagedFile:
 Sink = StagedFile | MemoryStagedFile | PatchedFile
 
 
+#: Bytes read at a time when reused content must be checked leaf by leaf.
+CHECK_WINDOW = 4 << 20
+
+
 class TargetStore:
     """Everything the target does to its filesystem, and the index of what it holds."""
 
@@ -98,6 +106,8 @@ class TargetStore:
         self.patch_min = patch_min if self.staging and isinstance(fs, Patcher) else None
         self._patches: dict[str, PatchedFile] = {}  # open patches by path: their old bytes
         self._checked: set[str] = set()  # directories checked real during this request
+        #: Whether a file's indexed bytes are still on the disk before they are reused.
+        self.fresh = Freshness(fs, None, self.where, self.staging and self.keeps_meta)
 
     def open_index(self, index: str | bool) -> FileIndex | None:
         """``True``: ``<target>/.merkle_sync/index.sqlite``; a path: there; ``False``: none.
@@ -105,7 +115,7 @@ class TargetStore:
         if index is False or not (self.staging and isinstance(self.fs, StatScanner)):
             return None
         path = index if isinstance(index, str) else posixpath.join(self.state_dir, "index.sqlite")
-        self.file_index = FileIndex(path)
+        self.file_index = self.fresh.file_index = FileIndex(path)
         return self.file_index
 
     def abs(self, rel: str) -> str:
@@ -126,6 +136,7 @@ class TargetStore:
     def begin_request(self) -> None:
         """Directories checked for one request only: between requests anything may change."""
         self._checked.clear()
+        self.fresh.begin()
 
     def _beneath(self, rel_dir: str) -> None:
         check_beneath(self.fs, self.dir, rel_dir, self._checked)
@@ -151,7 +162,7 @@ class TargetStore:
                 cache[rel] = encode_content(self.fs.readfile(self.abs(rel)))[1]
             data = cache[rel][start:end]
         if len(data) != end - start:
-            raise ProtocolError(f"held file {rel!r} is shorter than its index says")
+            raise StaleContent(rel, "is shorter than its index says")
         return data
 
     # -- staging ---------------------------------------------------------------------------
@@ -175,6 +186,35 @@ class TargetStore:
     def unchanged(self, sink: Sink, path: str, rel: str, start: int, at: int) -> bool:
         """True when a reused piece is already in place in the file being patched."""
         return isinstance(sink, PatchedFile) and rel == path and start == at
+
+    def copy_node(
+        self, sink: Sink, rel: str, tree: ContentTree, level: int, index: int, cache: dict
+    ) -> None:
+        """Append a node's bytes from a file of the target: copied unread when its stat
+        identity vouches for them, otherwise read a window at a time and every leaf checked
+        against its hash (``StaleContent`` if one differs)."""
+        start, end = tree.span(level, index)
+        if rel in self._patches or rel in self._held_bytes or self.fresh.vouched(rel):
+            self.copy(sink, rel, start, end, cache)
+            return
+        ends = tree.leaf_ends()
+        leaf = bisect_right(ends, start)
+        while start < end:
+            last = leaf
+            while (
+                last + 1 < len(ends)
+                and ends[last + 1] <= end
+                and ends[last + 1] - start <= CHECK_WINDOW
+            ):
+                last += 1
+            data = self.read(rel, start, ends[last], cache)
+            view = memoryview(data)
+            for i in range(leaf, last + 1):
+                a, b = (ends[i - 1] if i else 0) - start, ends[i] - start
+                if leaf_hash(view[a:b]) != tree.hash(0, i):
+                    raise StaleContent(rel)
+            sink.write(data)
+            start, leaf = ends[last], last + 1
 
     def copy(self, sink: Sink, rel: str, start: int, end: int, cache: dict[str, bytes]) -> None:
         """Append reused bytes: in the kernel on a disk, through memory otherwise."""

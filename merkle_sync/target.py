@@ -8,9 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 from merkle_sync.applier import ApplyStream, Held
-from merkle_sync.checks import Refused
+from merkle_sync.checks import RESERVED, Refused
 from merkle_sync.chunking import sub_chunks
-from merkle_sync.merkle import DirNode, FileNode, iter_tree, lookup
+from merkle_sync.freshness import StaleContent
+from merkle_sync.merkle import DirNode, FileNode, iter_tree, lookup, put
 from merkle_sync.protocol import (
     MAX_BASIS_READ,
     MAX_CONFIRMED,
@@ -27,6 +28,9 @@ from merkle_sync.protocol import (
 from merkle_sync.scan import Scanner
 from merkle_sync.store import PATCH_MIN, TargetStore
 from merkle_sync.wire import StreamDecoder, encode
+
+#: The file that says a directory is a mirror (see ``guard_unmarked``).
+MARKER = "mirror"
 
 #: Bytes of removed files kept for reuse, so that a rename, which arrives as a removal and
 #: then an addition, costs hashes instead of content. On a disk the files are moved aside
@@ -49,6 +53,7 @@ class ReplicatorTarget:
         durable: bool = True,
         ignore: Callable[[str, bool], bool] | None = None,
         max_delete: int | None = None,
+        guard_unmarked: bool = False,
     ) -> None:
         """``index``: the persistent index of the target's files (on a disk only): ``True``
         keeps it in ``<target>/.merkle_sync/index.sqlite``, a path puts it there, ``False``
@@ -60,15 +65,27 @@ class ReplicatorTarget:
         ``ignore(rel, is_dir)``: entries left out of the tree, so never replaced or deleted
         (the source excludes the same ones). ``max_delete``: an apply that would remove more
         entries than this (counting everything inside removed directories) is refused with
-        ``Refused`` before anything changes."""
+        ``Refused`` before anything changes. ``guard_unmarked``: a directory that was not
+        empty and had never been a target (no ``.merkle_sync`` in it) is not a mirror yet,
+        so an apply that would delete from it is refused (a wrong path, such as a home
+        directory, is never emptied); the command turns this on unless ``--force``."""
         self.fs = fs
         self.dir = posixpath.normpath(dir_path)
         if not fs.exists(self.dir):
             fs.makedirs(self.dir)
+        #: Deletions are refused here (see ``guard_unmarked``) until a sync completes.
+        self._marker = posixpath.join(self.dir, RESERVED, MARKER)
+        self.unmarked = guard_unmarked and not fs.exists(self._marker)
+        empty = not any(n != RESERVED for n in fs.listdir(self.dir))
+        if empty:
+            self.unmarked = False  # nothing to lose
         self.store = TargetStore(fs, self.dir, keep_removed, patch_min, durable)
+        if guard_unmarked and empty:
+            self._mark()
         self.index = self.store.index
         file_index = self.store.open_index(index)
         self.max_delete = max_delete
+        self._ignore = ignore
         scanner = Scanner(fs, None, file_index, verify, ignore)
         root = scanner.node(self.dir)
         if file_index is not None:
@@ -92,17 +109,53 @@ class ReplicatorTarget:
         self.store.begin_request()
         if isinstance(request, Walk):
             self._end_stream()  # a walk means the source started over
-            return self._walk(request)
+            try:
+                return self._walk(request)
+            except StaleContent as exc:
+                self._reindex(exc.rel)
+                raise
         if isinstance(request, Apply):
             try:
                 reply = self._apply(request)
-            except BaseException:
+            except BaseException as exc:
                 self._confirmed = []
+                if isinstance(exc, StaleContent):
+                    self._reindex(exc.rel)
                 raise
             if isinstance(reply, ApplyReply):
                 self._confirmed = []  # the sync is over
             return reply
         raise ProtocolError(f"unknown request type {type(request).__name__}")
+
+    def _mark(self) -> None:
+        """This directory is a mirror now: later deletions in it are the mirror's own."""
+        if self.store.staging and not self.fs.exists(self._marker):
+            self.fs.writefile(
+                self._marker, b"a merkle-sync mirror: deleting this directory is safe\n"
+            )
+
+    def _reindex(self, rel: str) -> None:
+        """A file changed by someone else: hash what is there now (or note that nothing is),
+        so the source's next plan is made against the truth."""
+        self._end_stream()
+        file_index = self.store.file_index
+        scanner = Scanner(self.fs, None, file_index, True, self._ignore)
+        node = scanner.node(self.store.abs(rel), rel)
+        old = lookup(self.tree, rel)
+        for path, sub in iter_tree(old, rel) if old is not None else ():
+            if isinstance(sub, FileNode):
+                self.index.remove(path)
+        if not isinstance(node, (FileNode, DirNode)):
+            node = None
+            if file_index is not None:
+                file_index.forget(rel)
+        put(self.tree, rel, node)
+        if node is not None and self._indexed:
+            for path, sub in iter_tree(node, rel):
+                if isinstance(sub, FileNode):
+                    self.index.add(path, sub)
+        if file_index is not None:
+            file_index.commit()
 
     def _check_deletes(self, removes: tuple[str, ...]) -> None:
         limit = self.max_delete
@@ -135,6 +188,9 @@ class ReplicatorTarget:
         if req.root:  # a new sync starts
             self._confirmed = []
         if req.root and req.root == self.tree.hash:
+            if self.unmarked:  # it equals the source: a mirror from now on
+                self.unmarked = False
+                self._mark()
             return WalkReply(True, (), b"", 0)
         self._ensure_index()
         n = req.hash_len
@@ -195,6 +251,12 @@ class ReplicatorTarget:
             self._end_stream()
             if req.base and req.base != self.tree.hash[: req.hash_len]:
                 return ApplyReply(self.tree.hash)  # stale plan: the source falls back to a walk
+            if self.unmarked and req.removes:
+                raise Refused(
+                    f"{self.dir!r} is not empty and has never been a merkle-sync mirror: "
+                    f"refusing to delete {len(req.removes)} entries there (is it the right "
+                    "directory? use --force to mirror into it anyway)"
+                )
             if self.max_delete is not None and req.removes:
                 self._check_deletes(req.removes)
             self._stream = ApplyStream(
@@ -214,5 +276,8 @@ class ReplicatorTarget:
             raise
         if req.final:
             self._stream = None
+            if self.unmarked:
+                self.unmarked = False
+                self._mark()
             return ApplyReply(self.tree.hash)
         return Ack(req.part)

@@ -103,7 +103,10 @@ def test_a_local_mirror_keeps_metadata_deletes_extras_and_reports(src, tmp_path)
     dst = tmp_path / "dst"
     dst.mkdir()
     (dst / "extra.txt").write_text("not in the source")
-    first = json.loads(cli("--json", str(src), str(dst)).stdout)
+    refused = cli(str(src), str(dst), check=25)  # never a mirror: nothing deleted unasked
+    assert "never been a merkle-sync mirror" in refused.stderr
+    assert (dst / "extra.txt").exists()
+    first = json.loads(cli("--json", "--force", str(src), str(dst)).stdout)
     assert tree(dst) == tree(src)
     assert first["created"] == 6 and first["deleted"] == 1 and first["files_scanned"] == 4
     again = json.loads(cli("--json", str(src), str(dst)).stdout)
@@ -126,6 +129,21 @@ def test_a_local_mirror_keeps_metadata_deletes_extras_and_reports(src, tmp_path)
         "seconds",
     ):
         assert key in stats
+
+
+def test_a_wrong_remote_path_such_as_the_home_directory_is_not_emptied(src, tmp_path, shim):
+    """``host:`` is the remote home directory: not empty, never a mirror, so the deletions a
+    mirror needs there are refused, and nothing is changed."""
+    home = tmp_path / "home"
+    (home / ".config").mkdir(parents=True)
+    (home / "notes.txt").write_text("mine")
+    before = raw_state(home)
+    done = cli("-e", shim, "--remote-cmd", remote_cmd(), str(src), "host:", cwd=home, check=25)
+    assert "--force" in done.stderr
+    assert raw_state(home, private=False) == before
+    again = cli("-e", shim, "--remote-cmd", remote_cmd(), str(src), "host:", cwd=home, check=25)
+    assert "--force" in again.stderr  # the refused run did not make it a mirror
+    assert raw_state(home, private=False) == before
 
 
 def test_help_documents_every_flag_the_mirror_semantics_and_the_exit_codes():
