@@ -272,7 +272,8 @@ class ApplyStream:
             # Later frames may still name pieces of the old version: keep it a while (a file
             # patched in place has no old version left to keep).
             patched = isinstance(staged.sink, PatchedFile)
-            if isinstance(old, FileNode) and (req.final or patched or not store.keep(rel, old)):
+            kept = not (req.final or patched) and store.keep(rel, old, replaced=True)
+            if isinstance(old, FileNode) and not kept:
                 store.index.remove(rel)
             try:
                 node = staged.node

@@ -215,6 +215,11 @@ class DiskFileSystem(FileSystem):
     def rename(self, src: str, dst: str) -> None:
         os.rename(src, dst)
 
+    def hardlink(self, src: str, dst: str) -> None:
+        """A second name for a file (never following a link): how the target keeps the old
+        version of a file it is about to replace, which stays in place until the rename."""
+        os.link(src, dst, follow_symlinks=False)
+
     def sync_data(self, path: str) -> None:
         """Make everything written on the filesystem holding ``path`` durable (``syncfs``:
         one call for all the files of a frame, not an ``fsync`` per file)."""

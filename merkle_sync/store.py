@@ -316,12 +316,21 @@ class TargetStore:
         if self.file_index is not None:
             self.file_index.forget_below(rel)
 
-    def keep(self, rel: str, node: Node) -> bool:
-        """Make a file about to go a grave; True when the file itself was moved aside."""
+    def keep(self, rel: str, node: Node, replaced: bool = False) -> bool:
+        """Make a file about to go a grave; True when the file itself was moved aside.
+
+        ``replaced``: a new version is renamed over it next. The old one then gets a second
+        name instead of moving, so a crash before that rename leaves the old version in
+        place, never no file at all (no second name possible: it is not kept)."""
         if not isinstance(node, FileNode) or not self.graves.fits(node.tree.size):
             return False
         key = self.graves.new_key()
-        if self.staging:
+        if self.staging and replaced:
+            try:
+                self.fs.hardlink(self.abs(rel), self.where(key))
+            except (AttributeError, OSError):
+                return False
+        elif self.staging:
             self.fs.rename(self.abs(rel), self.where(key))
         else:  # in memory: make room first, so the budget holds before anything is read
             self.graves.trim(self.keep_removed - node.tree.size)
