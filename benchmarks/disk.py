@@ -113,7 +113,15 @@ def _django(src: Path) -> None:
             check=True,
         )  # fmt: skip
     with tarfile.open(archive) as tar:
-        tar.extractall(src, filter="tar")
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(src, filter="tar")
+            return
+        for member in tar.getmembers():  # no extraction filters before Python 3.11.4
+            name = os.path.normpath(member.name)
+            outside = os.path.isabs(name) or name.startswith("..")
+            if outside or member.islnk() or (member.issym() and os.path.isabs(member.linkname)):
+                raise SystemExit(f"unexpected member in the Django sdist: {member.name!r}")
+        tar.extractall(src)
 
 
 def _toggle_exec(src: Path) -> None:

@@ -42,11 +42,21 @@ def overlap(a: str, b: str) -> bool:
     return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
 
 
+def _remote_path(path: str) -> str:
+    """Quoted for the remote shell, but a leading ``~`` or ``~/`` still means the remote
+    home directory, as with rsync and scp."""
+    if path == "~":
+        return "~"
+    if path.startswith("~/"):
+        return "~/" + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
 class Remote:
     """A target behind the remote shell: ``rsh host 'remote-cmd serve --stdio path'``."""
 
     def __init__(self, rsh: str, host: str, remote_cmd: str, path: str) -> None:
-        command = f"{remote_cmd} serve --stdio {shlex.quote(path)}"
+        command = f"{remote_cmd} serve --stdio {_remote_path(path)}"
         self.argv = [*shlex.split(rsh), host, command]
         try:  # its own session: Ctrl-C reaches us only, and we close the link cleanly
             self.proc = subprocess.Popen(
@@ -64,7 +74,11 @@ class Remote:
             code = self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             return ""
-        return f" ({shlex.join(self.argv[:2])} ... exited with status {code})"
+        hint = {
+            127: ": the remote command was not found (see --remote-cmd)",
+            255: ": the remote shell could not connect or log in (see --rsh)",
+        }.get(code, "")
+        return f" (the remote shell {self.argv[0]!r} exited with status {code}{hint})"
 
     def close(self) -> None:
         try:

@@ -21,7 +21,6 @@ import errno
 import itertools
 import os
 import posixpath
-import shutil
 import stat
 from typing import Any
 
@@ -43,6 +42,54 @@ _SYNCFS = _syncfs()
 COPY_STEP = 64 << 20
 _OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _COUNTER = itertools.count()
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+#: Directory levels held open at once while a tree is removed.
+REMOVE_DEPTH = 64
+
+
+def remove_tree(path: str) -> None:
+    """Remove a directory and all it holds, at any depth, never following a link.
+
+    ``shutil.rmtree`` recurses once per level and keeps a descriptor open per level, so a
+    tree deeper than the recursion limit (or the descriptor limit) cannot be removed with
+    it. Here the walk is a loop over an explicit stack of directory descriptors, every name
+    is resolved relative to its parent's descriptor (a directory swapped for a link is
+    never entered), and a directory found ``REMOVE_DEPTH`` levels down is first renamed up
+    into the top directory, so at most that many descriptors are ever open.
+    """
+    top = os.open(path, _DIR_FLAGS)
+    stack: list[list[Any]] = [[top, "", os.scandir(top)]]
+    moved = itertools.count()
+    spilled = False  # entries renamed into the top since its listing began
+    try:
+        while stack:
+            fd, name, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                entries.close()
+                if len(stack) == 1 and spilled:  # list the top again for what moved there
+                    spilled, stack[0][2] = False, os.scandir(top)
+                    continue
+                stack.pop()
+                os.close(fd)  # empty now: remove it from its parent
+                if stack:
+                    os.rmdir(name, dir_fd=stack[-1][0])
+            elif not entry.is_dir(follow_symlinks=False):
+                os.unlink(entry.name, dir_fd=fd)
+            elif len(stack) >= REMOVE_DEPTH:
+                os.rename(entry.name, f".merkle-sync-removing-{next(moved)}", src_dir_fd=fd,
+                          dst_dir_fd=top)  # fmt: skip
+                spilled = True
+            else:
+                child = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+                stack.append([child, entry.name, os.scandir(child)])
+    finally:
+        for fd, _, entries in stack:
+            entries.close()
+            os.close(fd)
+    os.rmdir(path)
 
 
 def _is_dir(path: str) -> bool:
@@ -264,7 +311,7 @@ class DiskFileSystem(FileSystem):
     def removedir(self, path: str) -> None:
         if not _is_dir(path):
             raise NotADirectoryError(f"not a directory: {path!r}")
-        shutil.rmtree(path)
+        remove_tree(path)
 
     def watchdir(self, path: str, callback: EventCallback) -> None:
         self._watches[posixpath.normpath(path)] = callback

@@ -407,3 +407,13 @@ def test_verbose_lists_every_change(src, tmp_path):
     out = cli("-v", str(src), str(tmp_path / "dst")).stdout
     for line in ("create  pkg/", "create  pkg/sub/data.bin", "create  link", "create  run.sh"):
         assert line in out
+
+
+def test_a_remote_path_under_the_home_directory(src, tmp_path, shim):
+    """``host:~/x`` is ``x`` in the remote home (as rsync and scp read it), not ``./~/x``."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home)}
+    cli("-e", shim, "--remote-cmd", remote_cmd(), str(src), "h:~/my mirror", env=env, cwd=tmp_path)
+    assert tree(home / "my mirror") == tree(src)
+    assert not (tmp_path / "~").exists()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 
+import pytest
+
 from merkle_sync import ReplicatorSource, ReplicatorTarget
 from merkle_sync.diskfs import DiskFileSystem
 from merkle_sync.testing import MeteredRpc, snapshot
@@ -204,6 +206,40 @@ def deep_disk_sync(tmp_path, chain: str) -> None:
         fs, str(tmp_path / "src"), ReplicatorTarget(fs, str(tmp_path / "dst")).handle_request
     )
     assert again.stats.round_trips == 1
+    remove_chain(tmp_path / "src", chain.count("/") + 1)
+    (tmp_path / "src" / "kept").write_text("the chain is gone")
+    again.rescan()  # the target removes the whole chain (shutil.rmtree would recurse)
+    assert sorted(os.listdir(tmp_path / "dst")) == [".merkle_sync", "kept"]
+
+
+def test_removing_a_tree_deeper_than_any_limit_never_follows_a_link(tmp_path):
+    """3,000 levels (past the recursion limit, the descriptor limit and PATH_MAX), each
+    with a file and a link to a directory outside: all gone, the outside untouched."""
+    from merkle_sync.diskfs import remove_tree
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep")
+    top = tmp_path / "deep"
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY)
+    for _ in range(3000):
+        os.mkdir("d", dir_fd=fd)
+        os.close(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+        os.symlink(str(outside), "link", dir_fd=fd)
+        child = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(fd)
+    open_before = len(os.listdir("/proc/self/fd"))
+    DiskFileSystem().removedir(str(top))
+    assert not top.exists()
+    assert (outside / "precious").read_text() == "keep"
+    assert len(os.listdir("/proc/self/fd")) == open_before
+    with pytest.raises(NotADirectoryError):
+        os.symlink(str(outside), tmp_path / "alias")
+        remove_tree(str(tmp_path / "alias"))
+    assert (outside / "precious").exists()
 
 
 def remove_chain(top, depth: int) -> None:
