@@ -1,0 +1,103 @@
+"""Ordinary messy trees on disk: special files and entries that vanish mid-scan are skipped or
+simply gone, never the end of the sync (and never a hang)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+
+import pytest
+
+from merkle_sync import ReplicatorSource, ReplicatorTarget
+from merkle_sync.diskfs import DiskFileSystem
+from merkle_sync.scan import SPECIAL
+from tests.test_soak import listing
+
+
+@pytest.fixture
+def alarm():
+    """A hang (say, a FIFO opened for reading) fails the test instead of stalling the suite."""
+
+    def hung(signum, frame):
+        raise TimeoutError("the sync hung")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def _specials(root) -> list[str]:
+    os.mkfifo(root / "fifo")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(root / "sock"))
+    sock.close()
+    made = ["fifo", "sock"]
+    try:
+        os.mknod(root / "chardev", stat.S_IFCHR | 0o600, os.makedev(1, 3))  # like /dev/null
+        made.append("chardev")
+    except PermissionError:
+        pass  # not root: FIFO and socket only
+    return made
+
+
+def test_fifos_sockets_and_devices_in_the_source_are_skipped_with_the_reason(tmp_path, alarm):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "plain.txt").write_text("plain")
+    made = _specials(src / "sub")
+    fs = DiskFileSystem()
+    source = ReplicatorSource(fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request)
+    assert sorted(source.skipped) == sorted((f"sub/{n}", SPECIAL) for n in made)
+    assert (dst / "sub" / "plain.txt").read_text() == "plain"
+    assert sorted(os.listdir(dst / "sub")) == ["plain.txt"]
+
+
+def test_special_files_in_the_target_are_replaced_by_what_the_source_has(tmp_path, alarm):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    made = _specials(dst)
+    for name in made:
+        (src / name).write_text(f"a regular {name}")
+    fs = DiskFileSystem()
+    ReplicatorSource(fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request)
+    assert listing(dst) == listing(src)
+
+
+class Vanishing(DiskFileSystem):
+    """Deletes an entry just after its directory was listed and before it is read."""
+
+    def __init__(self, victims: set[str]) -> None:
+        super().__init__()
+        self.victims = victims
+
+    def entries(self, path):
+        found = super().entries(path)
+        for name, kind, *_ in found:
+            full = os.path.join(path, name)
+            if name in self.victims:
+                self.victims.discard(name)
+                if kind == "d":
+                    for inner in os.listdir(full):
+                        os.unlink(os.path.join(full, inner))
+                    os.rmdir(full)
+                else:
+                    os.unlink(full)
+        return found
+
+
+def test_entries_that_vanish_between_listing_and_reading_are_simply_gone(tmp_path, alarm):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "gone_dir").mkdir(parents=True)
+    (src / "gone_dir" / "inner.txt").write_text("inner")
+    (src / "gone.txt").write_text("soon gone")
+    (src / "stays.txt").write_text("stays")
+    fs = Vanishing({"gone_dir", "gone.txt"})
+    source = ReplicatorSource(fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request)
+    assert source.skipped == []
+    assert listing(dst) == listing(src)
+    assert sorted(os.listdir(dst)) == [".merkle_sync", "stays.txt"]
