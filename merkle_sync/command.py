@@ -6,6 +6,7 @@ through the remote shell; either way the source hands it the same frames as byte
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shlex
@@ -14,12 +15,14 @@ import subprocess
 import sys
 import time
 from argparse import Namespace
+from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
 
 from merkle_sync import cli
 from merkle_sync.checks import ProtocolError, Refused
 from merkle_sync.diskfs import DiskFileSystem
+from merkle_sync.fs import FileSystemEvent
 from merkle_sync.ignore import Ignore, source_patterns
 from merkle_sync.report import Reporter, count_files
 from merkle_sync.scan import SPECIAL
@@ -161,12 +164,16 @@ def _run(args: Namespace, stack: ExitStack) -> int:
     reporter = Reporter(
         args.verbose, args.quiet, args.stats, args.json, args.progress, args.dry_run, args.force
     )
-    fs = DiskFileSystem()
+    fs = _WatchedDisk()
     watcher = None
     if args.watch:
         from merkle_sync.watcher import DirWatcher
 
-        watcher = DirWatcher(fs, src, window=args.window, on_overflow=lambda: source.rescan())
+        def rescan() -> None:
+            with fs.sync_now():
+                source.rescan()
+
+        watcher = DirWatcher(fs, src, window=args.window, on_overflow=rescan)
         stack.callback(watcher.close)
         watcher.start()  # before the first scan, so nothing changed during it is missed
     source = ReplicatorSource(
@@ -187,38 +194,54 @@ def _run(args: Namespace, stack: ExitStack) -> int:
     if watcher is None:
         failed = [why for _, why in source.skipped if why != SPECIAL]
         return cli.EXIT_PARTIAL if failed else cli.EXIT_OK
-    return _watch(source, watcher, reporter)
+    return _watch(source, watcher, reporter, fs)
 
 
-def _watch(source: ReplicatorSource, watcher: Any, reporter: Reporter) -> int:
+class _WatchedDisk(DiskFileSystem):
+    """Notes when delivered events are being synced, so Ctrl-C can let that sync finish."""
+
+    syncing = False
+    since = 0.0  # when the current burst's first sync began
+
+    def handle_event(self, event: FileSystemEvent) -> None:
+        with self.sync_now():
+            super().handle_event(event)
+
+    @contextlib.contextmanager
+    def sync_now(self) -> Iterator[None]:
+        if not self.since:
+            self.since = time.monotonic()
+        self.syncing = True
+        try:
+            yield
+        finally:
+            self.syncing = False
+
+
+def _watch(source: ReplicatorSource, watcher: Any, reporter: Reporter, fs: _WatchedDisk) -> int:
     """Sync each burst of changes until Ctrl-C. Waiting is interrupted at once; a Ctrl-C
     during a sync lets that sync finish first (a second one interrupts it)."""
-    state = {"syncing": False, "stop": False}
+    stop: list[bool] = []
 
     def on_sigint(signum: int, frame: Any) -> None:
-        if state["stop"] or not state["syncing"]:
+        if stop or not fs.syncing:
             raise KeyboardInterrupt
-        state["stop"] = True
+        stop.append(True)
+        print("merkle-sync: stopping after this sync (Ctrl-C again to stop now)", file=sys.stderr)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        while not state["stop"]:
-            if not watcher.wait(1.0):
-                continue
+        while not stop:
             before = dataclasses.replace(source.stats)
-            started = time.monotonic()
-            state["syncing"] = True
-            try:
-                watcher.deliver()
-            finally:
-                state["syncing"] = False
-            if source.stats.syncs != before.syncs:
-                reporter.done(reporter.figures(before, source.stats, started, 0, source.skipped))
+            fs.since = 0.0
+            if watcher.pump(1.0) and source.stats.syncs != before.syncs:
+                fig = reporter.figures(before, source.stats, fs.since, 0, source.skipped)
+                reporter.done(fig)
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGINT, previous)
-    print("merkle-sync: stopped watching; the target is consistent", file=sys.stderr)
+    print("merkle-sync: stopped watching; every file on the target is whole", file=sys.stderr)
     return cli.EXIT_INTERRUPTED
 
 

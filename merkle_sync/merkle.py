@@ -169,6 +169,17 @@ def put(root: DirNode, rel: str, node: Node | None) -> Node | None:
     return old
 
 
+def set_dir_meta(root: DirNode, rel: str, meta: Meta) -> None:
+    """A directory's own mode and mtime (they are part of its parent's hash)."""
+    chain = _parent_chain(root, rel)
+    node = lookup(root, rel)
+    if chain is None or not rel or not isinstance(node, DirNode):
+        raise KeyError(f"no directory at {rel!r}")
+    node.meta = meta
+    for d in chain:
+        d.touch()
+
+
 def iter_tree(node: Node, rel: str = "") -> Iterator[tuple[str, Node]]:
     """Every ``(rel, node)`` below and including ``node``, parents before children.
 

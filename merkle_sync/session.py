@@ -20,6 +20,7 @@ of reused target pieces and literal chunks.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable, Container, Iterator
 
 from merkle_sync.chunking import CHUNK_AVG, CHUNK_MAX, sub_chunks
@@ -125,13 +126,22 @@ class SyncSession:
         return request
 
     def start_change(
-        self, rel: str, old: Node | None, known: Container[bytes], base: bytes
+        self,
+        rel: str,
+        old: Node | None,
+        known: Container[bytes],
+        base: bytes,
+        parent_meta: Meta | None = None,
     ) -> Walk | Apply:
         """Change mode: ``old`` was at ``rel`` when the target's root began with ``base``.
 
         ``known`` holds the short hashes of all content the target had then.
+        ``parent_meta``: the new mode and mtime of ``rel``'s directory, when the change moved
+        them (an entry added or removed there changes its mtime).
         """
         self._known, self._base = known, base
+        if parent_meta is not None:
+            self._attr(posixpath.dirname(rel), parent_meta)
         new = lookup(self.root, rel)
         if new is None:
             if old is not None:

@@ -12,7 +12,17 @@ from merkle_sync.driver import Driver
 from merkle_sync.fileindex import FileIndex, default_source_index
 from merkle_sync.frames import FRAME_LITERALS
 from merkle_sync.fs import RangeReader, StatScanner
-from merkle_sync.merkle import DirNode, FileNode, Node, encode_content, iter_tree, lookup, put
+from merkle_sync.merkle import (
+    DirNode,
+    FileNode,
+    Meta,
+    Node,
+    encode_content,
+    iter_tree,
+    lookup,
+    put,
+    set_dir_meta,
+)
 from merkle_sync.protocol import FULL_HASH, MIN_HASH, ProtocolError
 from merkle_sync.scan import UNREADABLE, EscapeRefused, Scanner, check_beneath
 from merkle_sync.session import SyncSession
@@ -165,7 +175,24 @@ class ReplicatorSource:
         else:
             put(self.tree, rel, node)
         self._rewatch(rel, node)
-        self._sync_change(rel, old, node)
+        self._sync_change(rel, old, node, self._parent_meta(rel))
+
+    def _parent_meta(self, rel: str) -> Meta | None:
+        """An entry added or removed changes its directory's mtime, and no watcher reports
+        that as an event of its own: read it again (not for the root, whose own metadata
+        is not mirrored)."""
+        parent = posixpath.dirname(rel)
+        node = lookup(self.tree, parent) if self._listing and parent else None
+        if not isinstance(node, DirNode):
+            return None
+        try:
+            meta = self.fs.info(self._abs(parent))[3]
+        except OSError:
+            return None
+        if meta == node.meta:
+            return None
+        set_dir_meta(self.tree, parent, meta)
+        return meta
 
     def rescan(self) -> None:
         """After lost events (a watcher's queue overflowed): rescan the source, then walk."""
@@ -254,7 +281,9 @@ class ReplicatorSource:
             stats.attrs += session.meta_only
             stats.deleted += len(session.removes)
 
-    def _sync_change(self, rel: str, old: Node | None, new: Node | None) -> None:
+    def _sync_change(
+        self, rel: str, old: Node | None, new: Node | None, parent_meta: Meta | None = None
+    ) -> None:
         """Send just this change when the target's state is known; otherwise walk."""
         if self._in_sync and self._known is None:
             # The record of the target: our tree as it was before this event.
@@ -275,7 +304,8 @@ class ReplicatorSource:
             session = SyncSession(self.tree, self._read, self.hash_len, self.frame_literals)
             try:
                 base = self._target_root[: self.hash_len]
-                self._run(session, session.start_change(rel, old, known, base))
+                request = session.start_change(rel, old, known, base, parent_meta)
+                self._run(session, request)
             except ProtocolError:
                 session.target_root = None  # e.g. a short-hash collision: walk with full hashes
             if not session.equal:

@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import shutil
+import signal
 import stat
 import struct
 import subprocess
@@ -417,3 +418,28 @@ def test_a_remote_path_under_the_home_directory(src, tmp_path, shim):
     cli("-e", shim, "--remote-cmd", remote_cmd(), str(src), "h:~/my mirror", env=env, cwd=tmp_path)
     assert tree(home / "my mirror") == tree(src)
     assert not (tmp_path / "~").exists()
+
+
+def test_watch_mirrors_live_one_line_per_sync_and_ctrl_c_exits_130(src, tmp_path):
+    import time
+
+    dst = tmp_path / "dst"
+    proc = subprocess.Popen(
+        [PY, "-m", "merkle_sync", "--watch", "--json", str(src), str(dst)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        first = json.loads(proc.stdout.readline())
+        assert first["created"] == 6 and tree(dst) == tree(src)
+        (src / "pkg" / "live.txt").write_text("written while watching")
+        line = json.loads(proc.stdout.readline())  # the next sync's own line
+        assert line["created"] == 1 and line["round_trips"] >= 1
+        deadline = time.monotonic() + 10
+        while tree(dst) != tree(src) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tree(dst) == tree(src)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "stopped watching" in err
