@@ -28,7 +28,7 @@ from merkle_sync.report import Reporter, count_files
 from merkle_sync.scan import SPECIAL
 from merkle_sync.serve import open_target, serve
 from merkle_sync.source import ReplicatorSource, SyncError, SyncStats
-from merkle_sync.transport import Link, PipeRpc, RemoteError
+from merkle_sync.transport import Link, PipeRpc, RemoteError, describe
 
 
 def split_remote(spec: str) -> tuple[str, str] | None:
@@ -124,7 +124,7 @@ def run(args: Namespace) -> int:
 
 
 def _fail(exc: BaseException, code: int) -> int:
-    print(f"merkle-sync: {exc}", file=sys.stderr)
+    print(f"merkle-sync: {describe(exc)}", file=sys.stderr)
     return code
 
 

@@ -133,6 +133,7 @@ class DiskStagedFile:
             except FileExistsError:
                 continue
         self.size = 0
+        self._live = True  # the temporary file exists (not yet renamed or removed)
 
     def write(self, data: bytes | memoryview) -> None:
         assert self._fd is not None
@@ -165,22 +166,28 @@ class DiskStagedFile:
         _write_all(self._fd, data)
         return len(data)
 
+    def close(self) -> None:
+        """Written in full: let the descriptor go before the rename. One frame may stage
+        thousands of small files, which must not hold a descriptor each until committed."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
     def commit(self, path: str) -> None:
-        assert self._fd is not None
-        os.close(self._fd)
-        self._fd = None
+        self.close()
         try:
             if os.path.lexists(path) and _is_dir(path):
                 raise IsADirectoryError(f"is a directory: {path!r}")
             os.replace(self.tmp, path)
+            self._live = False
         except BaseException:
-            os.unlink(self.tmp)
+            self.abort()
             raise
 
     def abort(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self.close()
+        if self._live:
+            self._live = False
             os.unlink(self.tmp)
 
 

@@ -16,7 +16,7 @@ from merkle_sync.checks import ProtocolError
 from merkle_sync.diskfs import DiskFileSystem
 from merkle_sync.ignore import Ignore
 from merkle_sync.readonly import ReadOnlyFileSystem
-from merkle_sync.transport import FRAME, HELLO, Link, check_hello, hello
+from merkle_sync.transport import FRAME, HELLO, Link, check_hello, describe, hello
 
 _BOOLS = ("dry_run", "durable", "verify", "index", "force")
 
@@ -81,7 +81,7 @@ def serve(path: str, reader: IO[bytes], writer: IO[bytes]) -> int:
         target = open_target(path, options)
     except Exception as exc:
         link.send_error(exc)
-        print(f"merkle-sync serve: {exc}", file=sys.stderr)
+        print(f"merkle-sync serve: {describe(exc)}", file=sys.stderr)
         return 12 if isinstance(exc, ProtocolError) else 11
     link.send(HELLO, hello())
     while True:

@@ -268,6 +268,8 @@ class TargetStore:
                 return decode_content(kind, bytes(sink.buf))
             except UnicodeDecodeError as exc:
                 raise ProtocolError(f"str content is not UTF-8: {exc}") from exc
+        if not isinstance(sink, PatchedFile) and hasattr(sink, "close"):
+            sink.close()  # complete: its descriptor is not needed for the rename
         return None
 
     def commit(self, sink: Sink, rel: str, content: object, node: FileNode) -> None:

@@ -101,8 +101,17 @@ class Link:
         kind = "protocol" if isinstance(exc, ProtocolError) else "error"
         if isinstance(exc, Refused):
             kind = "refused"
-        message = f"{type(exc).__name__}: {exc}" if kind == "error" else str(exc)
+        message = describe(exc)
         self.send(ERROR, msgpack.packb({"kind": kind, "message": message[:4000]}))
+
+
+def describe(exc: BaseException) -> str:
+    """An error as a user reads it: ``path: not a directory``, not ``[Errno 20] ...``."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.filename}: {exc.strerror.lower()}"
+    if isinstance(exc, (OSError, ProtocolError, Refused)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def raise_error(payload: bytes, peer: str) -> None:

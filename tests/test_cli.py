@@ -443,3 +443,13 @@ def test_watch_mirrors_live_one_line_per_sync_and_ctrl_c_exits_130(src, tmp_path
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "stopped watching" in err
+
+
+def test_an_io_error_on_the_target_exits_11(src, tmp_path, shim):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("a file where the mirror should go")
+    local = cli(str(src), str(not_a_dir), check=11)
+    assert "not a directory" in local.stderr
+    remote = cli("-e", shim, "--remote-cmd", remote_cmd(), str(src), f"h:{not_a_dir}", check=11)
+    assert "not a directory" in remote.stderr
+    assert not_a_dir.read_text() == "a file where the mirror should go"

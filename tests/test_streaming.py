@@ -263,3 +263,23 @@ def test_a_file_written_while_it_is_sent_is_rescanned_not_blamed_on_the_peer(tmp
     ReplicatorSource(fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request)
     assert (dst / "f").read_bytes() == b"B" * 50_000
     assert (dst / "g").read_bytes() == b"steady"
+
+
+def test_a_frame_of_thousands_of_small_files_holds_no_descriptor_per_file(tmp_path):
+    """The frame budget counts bytes: 3,000 files of 30 bytes share one frame. Each staged
+    file lets its descriptor go once written, so a low descriptor limit is no obstacle."""
+    import resource
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for i in range(3000):
+        (src / f"d{i % 30}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 30}" / f"f{i}").write_bytes(os.urandom(15).hex().encode())
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        fs = DiskFileSystem()
+        source = ReplicatorSource(fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert source.stats.frames <= 3
+    assert same_tree(fs, str(src), fs, str(dst))
