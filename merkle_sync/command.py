@@ -26,7 +26,7 @@ from merkle_sync.fs import FileSystemEvent
 from merkle_sync.ignore import Ignore, source_patterns
 from merkle_sync.report import Reporter, count_files
 from merkle_sync.scan import SPECIAL
-from merkle_sync.serve import open_target, serve
+from merkle_sync.serve import serve
 from merkle_sync.source import ReplicatorSource, SyncError, SyncStats
 from merkle_sync.transport import Link, PipeRpc, RemoteError, describe
 
@@ -55,33 +55,47 @@ def _remote_path(path: str) -> str:
     return shlex.quote(path)
 
 
-class Remote:
-    """A target behind the remote shell: ``rsh host 'remote-cmd serve --stdio path'``."""
+class Peer:
+    """The target in a process of its own, speaking records on its stdin and stdout: over
+    the remote shell (``rsh host 'remote-cmd serve --stdio path'``) or, for a local DST,
+    started directly. A process of its own scans and hashes the target while this one
+    does the source, on another core."""
 
-    def __init__(self, rsh: str, host: str, remote_cmd: str, path: str) -> None:
-        command = f"{remote_cmd} serve --stdio {_remote_path(path)}"
-        self.argv = [*shlex.split(rsh), host, command]
+    def __init__(self, argv: list[str], label: str, shell: str | None = None) -> None:
+        self.argv, self.shell = argv, shell
         try:  # its own session: Ctrl-C reaches us only, and we close the link cleanly
             self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
             )
         except OSError as exc:
-            raise cli.UsageError(f"cannot run the remote shell {self.argv[0]!r}: {exc}") from exc
+            raise cli.UsageError(f"cannot run {argv[0]!r}: {exc}") from exc
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.link = Link(self.proc.stdout, self.proc.stdin, f"{host}:{path}")
+        self.link = Link(self.proc.stdout, self.proc.stdin, label)
         self.link.on_eof = self._why
         self.rpc = PipeRpc(self.link)
+
+    @classmethod
+    def remote(cls, rsh: str, host: str, remote_cmd: str, path: str) -> Peer:
+        command = f"{remote_cmd} serve --stdio {_remote_path(path)}"
+        argv = [*shlex.split(rsh), host, command]
+        return cls(argv, f"{host}:{path}", argv[0])
+
+    @classmethod
+    def local(cls, path: str) -> Peer:
+        return cls([sys.executable, "-m", "merkle_sync", "serve", "--stdio", path], path)
 
     def _why(self) -> str:
         try:
             code = self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             return ""
+        if self.shell is None:
+            return f" (the target process exited with status {code})"
         hint = {
             127: ": the remote command was not found (see --remote-cmd)",
             255: ": the remote shell could not connect or log in (see --rsh)",
         }.get(code, "")
-        return f" (the remote shell {self.argv[0]!r} exited with status {code}{hint})"
+        return f" (the remote shell {self.shell!r} exited with status {code}{hint})"
 
     def close(self) -> None:
         try:
@@ -152,15 +166,14 @@ def _run(args: Namespace, stack: ExitStack) -> int:
         dst = os.path.abspath(args.dst)
         if overlap(src, dst):
             raise cli.UsageError(f"the source and the target overlap: {src!r} and {dst!r}")
-        rpc: Any = open_target(dst, options).handle_request
+        peer = Peer.local(dst)
         level = 0 if args.compress_level is None else args.compress_level
     else:
-        host, path = where
-        remote = Remote(args.rsh, host, args.remote_cmd, path)
-        stack.callback(remote.close)
-        remote.rpc.handshake(options)
-        rpc = remote.rpc
+        peer = Peer.remote(args.rsh, *where[:1], args.remote_cmd, where[1])
         level = args.compress_level
+    stack.callback(peer.close)
+    rpc = peer.rpc
+    rpc.start(options)  # the target opens and scans while the source is scanned here
     reporter = Reporter(
         args.verbose, args.quiet, args.stats, args.json, args.progress, args.dry_run, args.force
     )

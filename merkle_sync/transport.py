@@ -38,7 +38,9 @@ HELLO, FRAME, ERROR = b"H", b"F", b"E"
 
 
 class RemoteError(RuntimeError):
-    """The peer failed (a full disk, a crash) or the link broke; ``kind`` says which."""
+    """The peer failed (``kind`` "error": a full disk, a crash), the link broke ("closed"),
+    or the stream is not records of our protocol ("protocol"). Unlike a ``ProtocolError``
+    about one frame, the link is then out of step, so nothing is retried over it."""
 
     def __init__(self, message: str, kind: str = "error") -> None:
         super().__init__(message)
@@ -56,9 +58,21 @@ class Link:
         self.on_eof: Callable[[], str] | None = None
 
     def send(self, kind: bytes, payload: bytes | bytearray | memoryview) -> None:
-        self.writer.write(_HEAD.pack(kind, len(payload)))
-        self.writer.write(payload)
-        self.writer.flush()
+        try:
+            self.writer.write(_HEAD.pack(kind, len(payload)))
+            self.writer.write(payload)
+            self.writer.flush()
+        except BrokenPipeError:
+            self._broken()
+
+    def _broken(self) -> None:
+        """The peer stopped reading: what it wrote last says why (an error record, or text
+        that is no record at all), else how it exited."""
+        record = self.receive()  # raises for junk, and for a stream cut mid-record
+        if record is not None and record[0] == ERROR:
+            raise_error(record[1], self.peer)
+        why = self.on_eof() if self.on_eof is not None else ""
+        raise RemoteError(f"{self.peer} closed the connection{why}", "closed")
 
     def receive(self) -> tuple[bytes, bytes] | None:
         """The next record, or ``None`` at a clean end of stream (before a record starts)."""
@@ -67,13 +81,16 @@ class Link:
             return None
         kind, size = _HEAD.unpack(head)
         if kind not in (HELLO, FRAME, ERROR):
-            raise ProtocolError(
+            raise RemoteError(
                 f"{self.peer} does not speak {PROGRAM} records (got {bytes(head)!r}); "
-                "does the remote shell print to stdout, or is the remote command right?"
+                "does the remote shell print to stdout, or is the remote command right?",
+                "protocol",
             )
         limit = MAX_HELLO if kind != FRAME else MAX_RECORD
         if size > limit:
-            raise ProtocolError(f"record of {size} bytes from {self.peer} exceeds {limit}")
+            raise RemoteError(
+                f"record of {size} bytes from {self.peer} exceeds {limit}", "protocol"
+            )
         payload = self._exact(size, allow_eof=False)
         assert payload is not None
         return kind, payload
@@ -163,12 +180,26 @@ class PipeRpc:
 
     def __init__(self, link: Link) -> None:
         self.link = link
+        self._pending = False  # our hello went, the peer's is not read yet
 
     def handshake(self, options: dict[str, Any]) -> dict[str, Any]:
-        self.link.send(HELLO, hello(options))
+        self.start(options)
         return self._expect_hello()
 
+    def start(self, options: dict[str, Any]) -> None:
+        """Send our hello and go on: the peer's answer is read before the first frame, so
+        the peer can open its side meanwhile."""
+        self.link.send(HELLO, hello(options))
+        self._pending = True
+
     def _expect_hello(self) -> dict[str, Any]:
+        self._pending = False
+        try:
+            return self._hello()
+        except ProtocolError as exc:  # never retried: the versions will not agree next time
+            raise RemoteError(str(exc), "protocol") from exc
+
+    def _hello(self) -> dict[str, Any]:
         record = self.link.receive()
         if record is None:
             why = self.link.on_eof() if self.link.on_eof is not None else ""
@@ -186,6 +217,8 @@ class PipeRpc:
 
     def send(self, frame: bytes) -> None:
         """A frame out, without waiting for its reply (see ``merkle_sync.driver``)."""
+        if self._pending:
+            self._expect_hello()
         self.link.send(FRAME, frame)
 
     def receive(self) -> bytes:

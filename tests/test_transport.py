@@ -85,7 +85,7 @@ def test_an_error_with_frames_in_flight_leaves_the_link_in_step(tmp_path):
 
 def test_records_are_bounded_before_reading_and_a_short_stream_is_a_clear_error():
     head = FRAME + (MAX_RECORD + 1).to_bytes(4, "big")
-    with pytest.raises(ProtocolError, match="exceeds"):
+    with pytest.raises(RemoteError, match="exceeds"):
         Link(io.BytesIO(head), io.BytesIO()).receive()
     with pytest.raises(RemoteError, match="closed the connection"):
         Link(io.BytesIO(FRAME + (10).to_bytes(4, "big") + b"abc"), io.BytesIO()).receive()
