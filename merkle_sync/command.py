@@ -1,7 +1,8 @@
 """What ``merkle-sync`` does once its flags are parsed: open both ends, sync, watch, report.
 
-The target is either in this process (a local DST) or a ``serve --stdio`` process started
-through the remote shell; either way the source hands it the same frames as bytes.
+The target is a ``serve --stdio`` process: started directly for a local DST (so it scans and
+hashes on another core), or through the remote shell; either way the source hands it the
+same frames as bytes, several apply frames in flight.
 """
 
 from __future__ import annotations
