@@ -32,6 +32,8 @@ class Figures:
     seconds: float = 0.0
     skipped: list[list[str]] = field(default_factory=list)
     dry_run: bool = False
+    #: With ``-v`` or ``--dry-run``: ``[what, path]`` for every change planned.
+    changes: list[list[str]] = field(default_factory=list)
 
 
 def count_files(root: DirNode) -> int:
@@ -62,6 +64,7 @@ class Reporter:
         self.progress = progress and sys.stderr.isatty()
         self._bar: Any = None
         self._sent = 0
+        self._changes: list[list[str]] = []
 
     # -- hooks of the source -----------------------------------------------------------------
     def plan(self, session: SyncSession) -> None:
@@ -95,17 +98,17 @@ class Reporter:
             self._sent = done
 
     def _list(self, session: SyncSession) -> None:
-        verb = "would " if self.dry_run else ""
-        lines = [f"{verb}delete  {p}" for p in session.removes]
-        lines += [f"{verb}create  {p}/" for p in session.mkdirs]
+        changes = [["delete", p] for p in session.removes]
+        changes += [["create", f"{p}/"] for p in session.mkdirs]
         for rel in session.writes:
-            lines.append(f"{verb}{'update' if session.updated(rel) else 'create'}  {rel}")
+            changes.append(["update" if session.updated(rel) else "create", rel])
         made = set(session.mkdirs)
-        lines += [
-            f"{verb}chmod/touch  {a.path or '.'}" for a in session.attrs if a.path not in made
-        ]
-        for line in lines:
-            print(line, file=self.out)
+        changes += [["set mode/time", a.path or "."] for a in session.attrs if a.path not in made]
+        self._changes = changes  # the last plan is the one that ran
+        if not self.as_json:
+            verb = "would " if self.dry_run else ""
+            for what, path in changes:
+                print(f"{verb}{what}  {path}", file=self.out)
 
     def _close_bar(self) -> None:
         if self._bar is not None:
@@ -130,11 +133,13 @@ class Reporter:
             seconds=round(time.monotonic() - started, 3),
             skipped=[[r, why] for r, why in skipped],
             dry_run=self.dry_run,
+            changes=self._changes,
         )
 
     def done(self, fig: Figures, what: str = "") -> None:
         """One sync finished: skipped entries on stderr, then its line, table or JSON."""
         self._close_bar()
+        self._changes = []
         for rel, why in fig.skipped:
             print(f"merkle-sync: skipped {rel or '.'}: {why}", file=sys.stderr)
         if self.as_json:

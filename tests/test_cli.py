@@ -261,6 +261,10 @@ def test_a_dry_run_lists_the_plan_and_its_bytes_and_changes_nothing(src, tmp_pat
     nothing = tmp_path / "never"
     cli("-n", str(src), str(nothing))
     assert not nothing.exists()
+    planned = json.loads(cli("-n", "--json", "--force", *where).stdout)
+    done = json.loads(cli("--json", "--force", *where).stdout)
+    assert planned["bytes_up"] == done["bytes_up"]  # exactly what the real run sent
+    assert (planned["created"], planned["updated"], planned["deleted"]) == (1, 1, 1)
 
 
 def test_excluded_paths_are_neither_sent_nor_deleted_unless_asked(src, tmp_path):
