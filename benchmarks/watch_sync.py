@@ -6,8 +6,8 @@ Builds a tree of ``--files`` small files (100 to a directory, as ``benchmarks.wa
 * latency: ``--samples`` single-file writes spaced ``--gap`` seconds apart, each a new small
   file in one of the directories; from the writer's ``close`` to the file's appearance on
   the target (its rename into place; polled every 0.5 ms), median and 99th percentile;
-* idle CPU: the watching process's utime + stime over ``--idle`` seconds with nothing
-  changing, as a share of one core; and its resident memory while idle;
+* idle CPU: utime + stime of the command and its target process over ``--idle`` seconds
+  with nothing changing, as a share of one core; and their resident memory (summed) then;
 * a burst of ``--burst`` new files written at once: how many syncs (JSON lines) it took.
 
 The trees are deleted afterwards.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -27,6 +28,14 @@ import time
 from pathlib import Path
 
 from benchmarks.watch import _cpu_seconds, _rss_kib, build_tree
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found += [int(c) for c in f.read().split()]
+    return found
 
 
 def _lines(proc: subprocess.Popen, out: list[dict]) -> None:
@@ -66,10 +75,11 @@ def measure(root: Path, files: int, samples: int, gap: float, idle: float, burst
             lat.append(time.monotonic() - closed)
             time.sleep(gap)
         time.sleep(1.0)
-        cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
+        pids = [proc.pid, *_children(proc.pid)]  # the command and its target process
+        cpu0, t0 = sum(map(_cpu_seconds, pids)), time.monotonic()
         time.sleep(idle)
-        idle_cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
-        rss = _rss_kib(proc.pid) / 1024
+        idle_cpu = (sum(map(_cpu_seconds, pids)) - cpu0) / (time.monotonic() - t0)
+        rss = sum(_rss_kib(p) for p in pids) / 1024
         before = len(syncs)
         for i in range(burst):
             (src / f"d{i % dirs:05d}" / f"burst{i}.txt").write_bytes(b"y" * 50)
