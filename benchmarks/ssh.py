@@ -255,16 +255,8 @@ def _extract_django(src: Path) -> None:
     _django(src)
 
 
-def _fresh(*dirs: Path) -> None:
-    for d in dirs:
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir()
-    subprocess.run(["sync"], check=True)
-
-
 def bench(root: Path, runs: int) -> dict:
-    from benchmarks.disk import DJANGO, find_listing
+    from benchmarks.disk import DJANGO, _fresh, find_listing
 
     if shutil.which("rsync") is None:
         raise SystemExit("rsync not installed: nothing to compare against")

@@ -245,14 +245,13 @@ def _watch(source: ReplicatorSource, watcher: Any, reporter: Reporter, fs: _Watc
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        while not stop:
-            before = dataclasses.replace(source.stats)
-            fs.since = 0.0
-            if watcher.pump(1.0) and source.stats.syncs != before.syncs:
-                fig = reporter.figures(before, source.stats, fs.since, 0, source.skipped)
-                reporter.done(fig)
-    except KeyboardInterrupt:
-        pass
+        with contextlib.suppress(KeyboardInterrupt):  # the way out, at any point
+            while not stop:
+                before = dataclasses.replace(source.stats)
+                fs.since = 0.0
+                if watcher.pump(1.0) and source.stats.syncs != before.syncs:
+                    fig = reporter.figures(before, source.stats, fs.since, 0, source.skipped)
+                    reporter.done(fig)
     finally:
         signal.signal(signal.SIGINT, previous)
     print("merkle-sync: stopped watching; every file on the target is whole", file=sys.stderr)

@@ -101,7 +101,7 @@ class Reporter:
         changes = [["delete", p] for p in session.removes]
         changes += [["create", f"{p}/"] for p in session.mkdirs]
         for rel in session.writes:
-            changes.append(["update" if session.updated(rel) else "create", rel])
+            changes.append(["update" if rel in session.updated else "create", rel])
         made = set(session.mkdirs)
         changes += [["set mode/time", a.path or "."] for a in session.attrs if a.path not in made]
         self._changes = changes  # the last plan is the one that ran

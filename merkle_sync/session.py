@@ -92,7 +92,8 @@ class SyncSession:
         self._asked: list[_NodeRef] = []
         self._queued: set[bytes] = set()
         self._probing = False
-        self._old_paths: set[str] = set()  # written files the target holds an old version of
+        #: Written files that replace an older version the target holds.
+        self.updated: set[str] = set()
         self._refining = False
         self._refined: dict[bytes, list[_Piece]] = {}
         self._asked_subs: list[bytes] = []
@@ -278,7 +279,7 @@ class SyncSession:
             if isinstance(child, DirNode):
                 self._dirs.append(path)
             else:
-                self._old_paths.add(path)
+                self.updated.add(path)
                 self._write(path, child)
                 return  # the write carries the file's metadata
         if child.meta is not None and child.meta != meta:
@@ -307,7 +308,7 @@ class SyncSession:
             walk = trusted(Walk, self.hash_len, b"", tuple(self._asked_dirs), have)
             return self._count(walk)
         self._asked_dirs, self._asked = [], []
-        if self._old_paths and not self._refining:
+        if self.updated and not self._refining:
             self._refining = True
             refine = self._refine()
             if refine is not None:
@@ -326,7 +327,7 @@ class SyncSession:
         spans: list[Span] = []
         budget = MAX_BASIS_READ
         for rel, node in self.writes.items():
-            if rel not in self._old_paths:
+            if rel not in self.updated:
                 continue
             missing = missing_leaves(node.tree, n, self._held)
             big = [(i, a, b) for i, a, b in missing if b - a >= REFINE_MIN]
@@ -376,20 +377,6 @@ class SyncSession:
         writes = ((rel, node, self._cover(node, cutter.held)) for rel, node in self.writes.items())
         self._frames = cutter.frames(writes)
         return self._hand()
-
-    @property
-    def updates(self) -> int:
-        """Written files that replace an older version on the target."""
-        return len(self._old_paths)
-
-    def updated(self, rel: str) -> bool:
-        return rel in self._old_paths
-
-    @property
-    def meta_only(self) -> int:
-        """Entries whose metadata alone changes (not new directories, set after filling)."""
-        made = set(self.mkdirs)
-        return sum(1 for a in self.attrs if a.path not in made)
 
     def planned_bytes(self) -> int:
         """Literal bytes the apply will carry (an upper bound for very large applies), so the

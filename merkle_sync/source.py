@@ -276,9 +276,10 @@ class ReplicatorSource:
         finally:
             self._data.clear()
         if session.cutter is not None and (session.equal or self.dry_run or self.skipped):
-            stats.created += len(session.mkdirs) + len(session.writes) - session.updates
-            stats.updated += session.updates
-            stats.attrs += session.meta_only
+            made = set(session.mkdirs)
+            stats.created += len(made) + len(session.writes) - len(session.updated)
+            stats.updated += len(session.updated)
+            stats.attrs += sum(1 for a in session.attrs if a.path not in made)
             stats.deleted += len(session.removes)
 
     def _sync_change(

@@ -200,6 +200,11 @@ class PipeRpc:
             raise RemoteError(str(exc), "protocol") from exc
 
     def _hello(self) -> dict[str, Any]:
+        return check_hello(self._expect(HELLO, "did not start with a hello"), self.link.peer)
+
+    def _expect(self, wanted: bytes, otherwise: str) -> bytes:
+        """The next record's payload, which must be of kind ``wanted``; an error record
+        raises what it says, the end of the stream says how the peer ended."""
         record = self.link.receive()
         if record is None:
             why = self.link.on_eof() if self.link.on_eof is not None else ""
@@ -207,9 +212,9 @@ class PipeRpc:
         kind, payload = record
         if kind == ERROR:
             raise_error(payload, self.link.peer)
-        if kind != HELLO:
-            raise ProtocolError(f"{self.link.peer} did not start with a hello")
-        return check_hello(payload, self.link.peer)
+        if kind != wanted:
+            raise ProtocolError(f"{self.link.peer} {otherwise}")
+        return payload
 
     def __call__(self, frame: bytes) -> bytes:
         self.send(frame)
@@ -223,13 +228,4 @@ class PipeRpc:
 
     def receive(self) -> bytes:
         """The reply to the oldest frame still unanswered."""
-        record = self.link.receive()
-        if record is None:
-            why = self.link.on_eof() if self.link.on_eof is not None else ""
-            raise RemoteError(f"{self.link.peer} closed the connection{why}", "closed")
-        kind, payload = record
-        if kind == ERROR:
-            raise_error(payload, self.link.peer)
-        if kind != FRAME:
-            raise ProtocolError(f"{self.link.peer} answered a frame with a {kind!r} record")
-        return payload
+        return self._expect(FRAME, "answered a frame with another kind of record")
