@@ -7,6 +7,7 @@ validated here, where they are untrusted, like every frame after them.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import tempfile
@@ -16,6 +17,7 @@ from merkle_sync.checks import ProtocolError
 from merkle_sync.diskfs import DiskFileSystem
 from merkle_sync.ignore import Ignore
 from merkle_sync.readonly import ReadOnlyFileSystem
+from merkle_sync.target import ReplicatorTarget
 from merkle_sync.transport import FRAME, HELLO, Link, check_hello, describe, hello
 
 _BOOLS = ("dry_run", "durable", "verify", "index", "force")
@@ -40,11 +42,9 @@ def target_options(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def open_target(path: str, options: dict[str, Any]) -> Any:
+def open_target(path: str, options: dict[str, Any]) -> ReplicatorTarget:
     """The target for ``path`` with the client's options. A dry run opens it read-only and
     with no index (nothing is created, not even the directory or its state)."""
-    from merkle_sync.target import ReplicatorTarget
-
     try:
         ignore = Ignore(options.get("exclude", []))
     except ValueError as exc:
@@ -54,6 +54,7 @@ def open_target(path: str, options: dict[str, Any]) -> Any:
     if options.get("dry_run"):
         if not os.path.lexists(path):
             path = tempfile.mkdtemp(prefix="merkle-sync-dry-")  # stands for "empty"
+            atexit.register(os.rmdir, path)
         fs, index = ReadOnlyFileSystem(fs), False
     return ReplicatorTarget(
         fs,
