@@ -139,7 +139,8 @@ def run(args: Namespace) -> int:
 
 
 def _fail(exc: BaseException, code: int) -> int:
-    print(f"merkle-sync: {describe(exc)}", file=sys.stderr)
+    plain = isinstance(exc, (cli.UsageError, SyncError))
+    print(f"merkle-sync: {exc if plain else describe(exc)}", file=sys.stderr)
     return code
 
 
@@ -153,8 +154,8 @@ def _run(args: Namespace, stack: ExitStack) -> int:
         raise cli.UsageError(
             "SRC must be local: run merkle-sync on the machine that holds the source"
         )
-    src = os.path.abspath(args.src)
-    if not os.path.isdir(src) or os.path.islink(src):
+    src = os.path.realpath(args.src)  # the root the user named; below it no link is followed
+    if not os.path.isdir(src):
         raise cli.UsageError(f"the source is not a directory: {args.src!r}")
     try:
         patterns = source_patterns(src, args.exclude, args.exclude_from)
@@ -164,7 +165,7 @@ def _run(args: Namespace, stack: ExitStack) -> int:
     options = target_options(args, patterns)
     where = split_remote(args.dst)
     if where is None:
-        dst = os.path.abspath(args.dst)
+        dst = os.path.realpath(args.dst)
         if overlap(src, dst):
             raise cli.UsageError(f"the source and the target overlap: {src!r} and {dst!r}")
         peer = Peer.local(dst)

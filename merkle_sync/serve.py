@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import sys
 import tempfile
 from typing import IO, Any
 
@@ -18,7 +17,7 @@ from merkle_sync.diskfs import DiskFileSystem
 from merkle_sync.ignore import Ignore
 from merkle_sync.readonly import ReadOnlyFileSystem
 from merkle_sync.target import ReplicatorTarget
-from merkle_sync.transport import FRAME, HELLO, Link, check_hello, describe, hello
+from merkle_sync.transport import FRAME, HELLO, Link, check_hello, hello
 
 _BOOLS = ("dry_run", "durable", "verify", "index", "force")
 
@@ -44,7 +43,11 @@ def target_options(raw: dict[str, Any]) -> dict[str, Any]:
 
 def open_target(path: str, options: dict[str, Any]) -> ReplicatorTarget:
     """The target for ``path`` with the client's options. A dry run opens it read-only and
-    with no index (nothing is created, not even the directory or its state)."""
+    with no index (nothing is created, not even the directory or its state).
+
+    The directory the user named is resolved once, here: a link there (``~/backup`` to a
+    mounted disk) is where they want the mirror. Below it, no link is ever followed."""
+    path = os.path.realpath(path)
     try:
         ignore = Ignore(options.get("exclude", []))
     except ValueError as exc:
@@ -80,9 +83,8 @@ def serve(path: str, reader: IO[bytes], writer: IO[bytes]) -> int:
             raise ProtocolError("the client did not start with a hello")
         options = target_options(check_hello(payload, "the client").get("options", {}))
         target = open_target(path, options)
-    except Exception as exc:
+    except Exception as exc:  # the client reports it; only the exit status is ours
         link.send_error(exc)
-        print(f"merkle-sync serve: {describe(exc)}", file=sys.stderr)
         return 12 if isinstance(exc, ProtocolError) else 11
     link.send(HELLO, hello())
     while True:

@@ -126,7 +126,7 @@ def describe(exc: BaseException) -> str:
     """An error as a user reads it: ``path: not a directory``, not ``[Errno 20] ...``."""
     if isinstance(exc, OSError) and exc.strerror and exc.filename:
         return f"{exc.filename}: {exc.strerror.lower()}"
-    if isinstance(exc, (OSError, ProtocolError, Refused)):
+    if isinstance(exc, (OSError, ProtocolError, Refused, RemoteError)):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
@@ -144,7 +144,7 @@ def raise_error(payload: bytes, peer: str) -> None:
         raise ProtocolError(f"{peer} refused a frame: {message}")
     if kind == "refused":
         raise Refused(message)
-    raise RemoteError(f"{peer}: {message}", kind)
+    raise RemoteError(message if message.startswith(peer) else f"{peer}: {message}", kind)
 
 
 def hello(options: dict[str, Any] | None = None) -> bytes:

@@ -457,3 +457,16 @@ def test_an_io_error_on_the_target_exits_11(src, tmp_path, shim):
     remote = cli("-e", shim, "--remote-cmd", remote_cmd(), str(src), f"h:{not_a_dir}", check=11)
     assert "not a directory" in remote.stderr
     assert not_a_dir.read_text() == "a file where the mirror should go"
+
+
+def test_src_and_dst_named_through_links_are_followed_at_the_root_only(src, tmp_path):
+    """``~/backup -> /mnt/disk/backup``: the directory the user named is resolved once;
+    links below the roots are still mirrored as links, never followed."""
+    real = tmp_path / "disk" / "backup"
+    real.mkdir(parents=True)
+    (tmp_path / "backup").symlink_to(real)
+    (tmp_path / "source").symlink_to(src)
+    cli(str(tmp_path / "source"), str(tmp_path / "backup"))
+    assert tree(real) == tree(src)
+    assert (tmp_path / "backup").is_symlink()
+    assert (real / "link").is_symlink()
