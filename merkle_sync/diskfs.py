@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import itertools
 import os
 import posixpath
@@ -268,6 +269,25 @@ class DiskFileSystem(FileSystem):
 
     def rename(self, src: str, dst: str) -> None:
         os.rename(src, dst)
+
+    def lock(self, path: str) -> Any:
+        """An exclusive lock on ``path`` (created if missing) against other processes, held
+        while the returned file stays open; ``BlockingIOError`` says who holds it. A POSIX
+        record lock: one process may take it again (a restarted target in the same one)."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        held = os.fdopen(os.open(path, flags, 0o644), "r+b", buffering=0)
+        try:
+            fcntl.lockf(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = held.read(32).decode(errors="replace").strip() or "?"
+            held.close()
+            where = posixpath.dirname(posixpath.dirname(path))
+            raise BlockingIOError(
+                exc.errno, f"another merkle-sync (pid {holder}) is writing this directory", where
+            ) from None
+        held.truncate(0)
+        held.write(str(os.getpid()).encode())
+        return held
 
     def hardlink(self, src: str, dst: str) -> None:
         """A second name for a file (never following a link): how the target keeps the old

@@ -93,8 +93,14 @@ class TargetStore:
         #: The persistent index of the target's files, on a disk (see ``open_index``).
         self.file_index: FileIndex | None = None
         self.state_dir = posixpath.join(root, RESERVED)
+        self.lock: Any = None
         if self.staging:
             state = self.state_dir
+            fs.makedirs(state)
+            #: Held for the target's life: two writers in one directory would clear each
+            #: other's staged files and race on every rename.
+            lock = getattr(fs, "lock", None)
+            self.lock = lock(posixpath.join(state, "lock")) if lock is not None else None
             self.tmp_dir = posixpath.join(state, "tmp")
             self.held_dir = posixpath.join(state, "held")
             if isinstance(fs, Patcher) and fs.exists(self.tmp_dir):
@@ -108,6 +114,14 @@ class TargetStore:
         self._checked: set[str] = set()  # directories checked real during this request
         #: Whether a file's indexed bytes are still on the disk before they are reused.
         self.fresh = Freshness(fs, None, self.where, self.staging and self.keeps_meta)
+
+    def close(self) -> None:
+        if self.file_index is not None:
+            self.file_index.close()
+            self.file_index = self.fresh.file_index = None
+        lock, self.lock = self.lock, None
+        if lock is not None:
+            lock.close()
 
     def open_index(self, index: str | bool) -> FileIndex | None:
         """``True``: ``<target>/.merkle_sync/index.sqlite``; a path: there; ``False``: none.

@@ -102,6 +102,12 @@ class ReplicatorTarget:
         #: Hashes this sync's walks confirmed holding, in order (see ``MAX_CONFIRMED``).
         self._confirmed: list[bytes] = []
 
+    def close(self) -> None:
+        """Let the directory go: its lock (another process may then write it) and its
+        index. Also done when the process ends."""
+        self._end_stream()
+        self.store.close()
+
     def handle_request(self, request: object) -> object:
         """Answer one request; a frame (bytes) gets a frame back, a message gets a message."""
         if isinstance(request, (bytes, bytearray, memoryview)):

@@ -470,3 +470,22 @@ def test_src_and_dst_named_through_links_are_followed_at_the_root_only(src, tmp_
     assert tree(real) == tree(src)
     assert (tmp_path / "backup").is_symlink()
     assert (real / "link").is_symlink()
+
+
+def test_a_second_writer_into_the_same_target_is_refused(src, tmp_path):
+    dst = tmp_path / "dst"
+    cli(str(src), str(dst))
+    holder = subprocess.Popen(
+        [PY, "-c", "import sys, time; from merkle_sync.diskfs import DiskFileSystem; "
+         f"lock = DiskFileSystem().lock({str(dst / '.merkle_sync' / 'lock')!r}); "
+         "print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = cli(str(src), str(dst), check=11)
+        assert f"pid {holder.pid}" in done.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    cli(str(src), str(dst))  # free again once the other process is gone

@@ -44,7 +44,9 @@ def test_a_kill_between_data_and_rename_leaves_no_torn_file(tmp_path, kill_at):
     for name, data in old.items():
         (src / name).write_bytes(data)
     fs = DiskFileSystem()
-    ReplicatorSource(fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request)
+    target = ReplicatorTarget(fs, str(dst))
+    ReplicatorSource(fs, str(src), target.handle_request)
+    target.close()  # the child process writes next
     for name, data in new.items():
         (src / name).write_bytes(data)
     child = subprocess.run([sys.executable, "-c", CHILD, str(src), str(dst), str(kill_at)])
