@@ -25,7 +25,7 @@ from merkle_sync.checks import ProtocolError, Refused
 from merkle_sync.diskfs import DiskFileSystem
 from merkle_sync.fs import FileSystemEvent
 from merkle_sync.ignore import Ignore, source_patterns
-from merkle_sync.report import Reporter, count_files
+from merkle_sync.report import Reporter
 from merkle_sync.scan import SPECIAL
 from merkle_sync.serve import serve
 from merkle_sync.source import ReplicatorSource, SyncError, SyncStats
@@ -201,10 +201,9 @@ def _run(args: Namespace, stack: ExitStack) -> int:
         dry_run=args.dry_run,
         on_plan=reporter.plan,
         on_frame=reporter.frame,
+        on_read=reporter.read,
     )
-    fig = reporter.figures(
-        SyncStats(), source.stats, started, count_files(source.tree), source.skipped
-    )
+    fig = reporter.figures(SyncStats(), source.stats, started, source.skipped)
     reporter.done(fig)
     if watcher is None:
         failed = [why for _, why in source.skipped if why != SPECIAL]
@@ -251,7 +250,7 @@ def _watch(source: ReplicatorSource, watcher: Any, reporter: Reporter, fs: _Watc
                 before = dataclasses.replace(source.stats)
                 fs.since = 0.0
                 if watcher.pump(1.0) and source.stats.syncs != before.syncs:
-                    fig = reporter.figures(before, source.stats, fs.since, 0, source.skipped)
+                    fig = reporter.figures(before, source.stats, fs.since, source.skipped)
                     reporter.done(fig)
     finally:
         signal.signal(signal.SIGINT, previous)

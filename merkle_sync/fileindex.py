@@ -53,12 +53,18 @@ class FileIndex:
                     os.unlink(path + suffix)
             self._db = self._open()
         self._rows: dict[str, tuple] | None = None
+        #: Rows at the last preload, and how many of them the scan since found unchanged:
+        #: all of them means no row is stale, and ``keep_only`` has nothing to compare.
+        self._preloaded = -1
+        self._hits = 0
 
     def preload(self, limit: int = PRELOAD_MAX) -> None:
         """Read every row in one query (a full scan then looks up in memory), when there are
         at most ``limit`` rows; past that, each file is looked up on its own."""
         count = self._db.execute("SELECT count(*) FROM files").fetchone()[0]
+        self._preloaded, self._hits = -1, 0
         if count <= limit:
+            self._preloaded = count
             rows = self._db.execute(
                 "SELECT rel, size, mtime, ctime, ino, dev, kind, hash FROM files"
             )
@@ -99,6 +105,7 @@ class FileIndex:
             row = None if found is None else (found[:5], found[5], found[6])
         if row is None or row[0] != key:
             return None
+        self._hits += 1  # (a row matched once per scan: see ``keep_only``)
         return row[1], row[2], LazyTree(partial(self.tree, rel, row[2]))
 
     def key(self, rel: str) -> StatKey | None:
@@ -161,6 +168,8 @@ class FileIndex:
     def keep_only(self, seen: Iterable[str], below: str = "") -> None:
         """After scanning ``below`` (all of the tree by default): drop entries of paths there
         that the scan did not see."""
+        if not below and self._hits == self._preloaded:
+            return  # every row was looked up by this scan: none is stale
         keep = {_b(rel) for rel in seen}
         if below:
             low = _b(below)

@@ -180,6 +180,17 @@ def set_dir_meta(root: DirNode, rel: str, meta: Meta) -> None:
         d.touch()
 
 
+def iter_dirs(node: Node, rel: str = "") -> Iterator[str]:
+    """The paths of every directory at or below ``node`` (files are not visited)."""
+    if not isinstance(node, DirNode):
+        return
+    stack: list[tuple[str, DirNode]] = [(rel, node)]
+    while stack:
+        path, current = stack.pop()
+        yield path
+        stack.extend((join(path, n), c) for n, c in current.children.items() if c.kind == KIND_DIR)
+
+
 def iter_tree(node: Node, rel: str = "") -> Iterator[tuple[str, Node]]:
     """Every ``(rel, node)`` below and including ``node``, parents before children.
 

@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from merkle_sync.checks import Refused
-from merkle_sync.merkle import DirNode, FileNode, iter_tree
 from merkle_sync.session import SyncSession
 from merkle_sync.source import SyncStats
 
@@ -34,10 +33,6 @@ class Figures:
     dry_run: bool = False
     #: With ``-v`` or ``--dry-run``: ``[what, path]`` for every change planned.
     changes: list[list[str]] = field(default_factory=list)
-
-
-def count_files(root: DirNode) -> int:
-    return sum(1 for _, n in iter_tree(root) if isinstance(n, FileNode))
 
 
 class Reporter:
@@ -91,6 +86,20 @@ class Reporter:
             )
             self._sent = 0
 
+    def read(self, nbytes: int) -> None:
+        """Content read to be hashed: a bar with the bytes and the rate (no total is known
+        before the scan ends), replaced by the sending bar once the plan is made."""
+        if not self.progress:
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                unit="B", unit_scale=True, unit_divisor=1024, desc="hashing",
+                file=sys.stderr, leave=False,
+            )  # fmt: skip
+        self._bar.update(nbytes)
+
     def frame(self, session: SyncSession, nbytes: int) -> None:
         if self._bar is not None and session.cutter is not None:
             done = session.cutter.literal_bytes
@@ -117,10 +126,10 @@ class Reporter:
 
     # -- after a sync ---------------------------------------------------------------------------
     def figures(
-        self, before: SyncStats, after: SyncStats, started: float, files: int, skipped: list
+        self, before: SyncStats, after: SyncStats, started: float, skipped: list
     ) -> Figures:
         return Figures(
-            files_scanned=files,
+            files_scanned=after.files_scanned - before.files_scanned,
             created=after.created - before.created,
             updated=after.updated - before.updated,
             attrs=after.attrs - before.attrs,

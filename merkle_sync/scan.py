@@ -78,8 +78,11 @@ class Scanner:
         index: FileIndex | None = None,
         verify: bool = False,
         ignore: Callable[[str, bool], bool] | None = None,
+        on_read: Callable[[int], None] | None = None,
     ) -> None:
         self.fs = fs
+        #: Told the size of each window of file content read for hashing (progress).
+        self.on_read = on_read
         #: ``ignore(rel, is_dir)``: entries it matches are left out as if absent.
         self.ignore = ignore or None
         self.keep = keep
@@ -90,6 +93,7 @@ class Scanner:
         self.seen: set[str] = set()
         #: Entries left out of the tree, with the reason: ``(rel, why)``.
         self.skipped: list[tuple[str, str]] = []
+        self.files = 0  # files and links scanned
 
     def node(self, path: str, rel: str = "") -> Node | None:
         fs = self.fs
@@ -135,6 +139,7 @@ class Scanner:
         if kind == "d":
             return self._dir(path, rel, meta)
         if kind == "l":  # the link text, copied as it is, never followed
+            self.files += 1
             return FileNode.from_data(KIND_LINK, os.fsencode(os.readlink(path)), meta)
         if kind == "f":
             return self.file(path, rel, key, meta)
@@ -162,6 +167,8 @@ class Scanner:
         """One directory's entries; its subdirectories are queued, not entered."""
         ignore = self.ignore
         if self.listing:
+            # An unchanged file is the common case of a restart: looked up here directly.
+            lookup = self.index.lookup if self.index is not None and not self.verify else None
             # In name order, as rsync creates them: a directory's size then comes out the same.
             prefix = path if path.endswith("/") else path + "/"
             for info in sorted(self.fs.entries(path)):
@@ -175,6 +182,13 @@ class Scanner:
                     sub = node.children[name] = DirNode(meta=info[3])
                     stack.append((sub, child_path, child_rel, node, name))
                     continue
+                if lookup is not None and info[1] == "f":
+                    known = lookup(child_rel, info[2])
+                    if known is not None:
+                        self.files += 1
+                        self.seen.add(child_rel)
+                        node.children[name] = FileNode(known[0], known[2], known[1], info[3])
+                        continue
                 child = self._guarded(child_path, child_rel, info)
                 if child is _UNREADABLE:
                     node.keep.add(name)
@@ -199,6 +213,7 @@ class Scanner:
     def file(
         self, path: str, rel: str, key: StatKey | None = None, meta: Meta | None = None
     ) -> FileNode:
+        self.files += 1
         index = self.index if key is not None else None
         if index is not None:
             self.seen.add(rel)
@@ -208,7 +223,10 @@ class Scanner:
                     kind, digest, tree = known
                     return FileNode(kind, tree, digest, meta)  # type: ignore[arg-type]
         if self.ranged:
-            tree = stream_tree(partial(self.fs.read_range, path))
+            read = partial(self.fs.read_range, path)
+            if self.on_read is not None:
+                read = _counted(read, self.on_read)
+            tree = stream_tree(read)
             node = FileNode.from_tree(KIND_BYTES, tree, meta)
         else:
             kind, data = encode_content(self.fs.readfile(path))
@@ -218,6 +236,17 @@ class Scanner:
         if index is not None:
             index.store(rel, key, node.kind, node.tree)  # type: ignore[arg-type]
         return node
+
+
+def _counted(
+    read: Callable[[int, int], bytes], tell: Callable[[int], None]
+) -> Callable[[int, int], bytes]:
+    def counted(offset: int, length: int) -> bytes:
+        data = read(offset, length)
+        tell(len(data))
+        return data
+
+    return counted
 
 
 def scan(fs: Any, path: str, rel: str = "", keep: dict[str, bytes] | None = None) -> Node | None:

@@ -18,6 +18,7 @@ from merkle_sync.merkle import (
     Meta,
     Node,
     encode_content,
+    iter_dirs,
     iter_tree,
     lookup,
     put,
@@ -62,6 +63,8 @@ class SyncStats:
     a byte-stream transport pays a network latency for)."""
 
     syncs: int = 0
+    #: Files and links scanned (from the index when unchanged), over all scans.
+    files_scanned: int = 0
     frames: int = 0
     round_trips: int = 0
     bytes_up: int = 0
@@ -95,6 +98,7 @@ class ReplicatorSource:
         dry_run: bool = False,
         on_plan: Callable[[SyncSession], None] | None = None,
         on_frame: Callable[[SyncSession, int], None] | None = None,
+        on_read: Callable[[int], None] | None = None,
     ) -> None:
         """``index``: the persistent index of the source's files, on a filesystem that lists
         with stat identities: ``True`` keeps it in the user's cache directory (see
@@ -106,7 +110,7 @@ class ReplicatorSource:
         ``dry_run``: walk, plan and encode the apply, count its bytes, but never send it.
         ``on_plan(session)`` is called with each plan before its first apply frame goes (it
         may raise ``Refused`` to stop the sync), ``on_frame(session, nbytes)`` after each
-        apply frame."""
+        apply frame; ``on_read(nbytes)`` as file content is read to be hashed."""
         self.fs = fs
         self.dir = posixpath.normpath(dir_path)
         self.rpc_handle = rpc_handle
@@ -118,6 +122,7 @@ class ReplicatorSource:
         self.dry_run = dry_run
         self.on_plan = on_plan
         self.on_frame = on_frame
+        self.on_read = on_read
         self.stats = SyncStats()
         #: Entries left out of the mirror, with the reason: unreadable ones (the target
         #: keeps its copies) and special files. Reported, never the end of a sync.
@@ -210,10 +215,13 @@ class ReplicatorSource:
 
     def _scan(self, rel: str) -> Node | None:
         """The node at ``rel``, from the disk and the persistent index (kept in step)."""
-        scanner = Scanner(self.fs, self._fresh, self._index, self._verify, self.ignore)
+        scanner = Scanner(
+            self.fs, self._fresh, self._index, self._verify, self.ignore, self.on_read
+        )
         node = scanner.node(self._abs(rel), rel)
         self.skipped = [(r, why) for r, why in self.skipped if not _under(r, rel)]
         self.skipped += scanner.skipped
+        self.stats.files_scanned += scanner.files
         if self._index is not None:
             self._index.keep_only(scanner.seen, rel)
             self._index.commit()
@@ -232,9 +240,7 @@ class ReplicatorSource:
         """Watch exactly the directories now at or below ``rel``; release the rest."""
         inside = rel + "/" if rel else ""
         old = {d for d in self._watched if d == rel or d.startswith(inside)}
-        new = (
-            {path for path, n in iter_tree(node, rel) if isinstance(n, DirNode)} if node else set()
-        )
+        new = set(iter_dirs(node, rel)) if node is not None else set()
         for d in sorted(old - new, reverse=True):
             self.fs.unwatchdir(self._abs(d))
         for d in sorted(new - old):

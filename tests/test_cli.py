@@ -405,7 +405,7 @@ def test_progress_shows_a_bar_on_a_terminal_and_nothing_otherwise(src, tmp_path)
         if follower != -1:
             os.close(follower)
     assert done.returncode == 0
-    assert b"sending" in seen and b"B/s" in seen
+    assert b"hashing" in seen and b"sending" in seen and b"B/s" in seen
 
 
 def test_verbose_lists_every_change(src, tmp_path):
