@@ -77,6 +77,7 @@ class FrameCutter:
         self._confirmed = confirmed or {}
         self.literal_bytes = 0
         self.reused_bytes = 0
+        self.files_done = 0  # files whose last piece has been cut into a frame
 
     def held(self, key: bytes) -> bool:
         return self._held(key) or key in self._done
@@ -112,6 +113,7 @@ class FrameCutter:
                 ranges += more
             self._segment(frame, rel, node, offset, pieces, ranges)
             frame.completed.append(node)
+            self.files_done += 1
         yield self._build(frame, part, final=True)
 
     def _decide(self, item: Item, frame: _Frame) -> tuple[Piece, int, int, list[tuple[int, int]]]:

@@ -103,6 +103,9 @@ class Reporter:
     def frame(self, session: SyncSession, nbytes: int) -> None:
         if self._bar is not None and session.cutter is not None:
             done = session.cutter.literal_bytes
+            self._bar.set_postfix_str(
+                f"{session.cutter.files_done:,}/{len(session.writes):,} files"
+            )
             self._bar.update(max(done - self._sent, 0))
             self._sent = done
 

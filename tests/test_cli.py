@@ -406,6 +406,7 @@ def test_progress_shows_a_bar_on_a_terminal_and_nothing_otherwise(src, tmp_path)
             os.close(follower)
     assert done.returncode == 0
     assert b"hashing" in seen and b"sending" in seen and b"B/s" in seen
+    assert b"4/4 files" in seen  # the files written, of the plan
 
 
 def test_verbose_lists_every_change(src, tmp_path):
