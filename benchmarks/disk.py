@@ -235,10 +235,14 @@ def _fresh(*dirs: Path) -> None:
     subprocess.run(["sync"], check=True)
 
 
-def run(workload: DiskWorkload, root: Path, runs: int) -> dict:
+def run(workload: DiskWorkload, root: Path, runs: int, command: bool = False) -> dict:
+    """``command``: run ours as ``merkle-sync`` (the target in a process of its own) instead
+    of both sides in one process."""
     src, ours_dst, rsync_dst, cache = (root / n for n in ("src", "ours", "rsync", "cache"))
     env = {**os.environ, "XDG_CACHE_HOME": str(cache)}  # the source's index lives here
     ours_cmd = [sys.executable, "-m", "benchmarks.disk_sync", str(src), str(ours_dst)]
+    if command:
+        ours_cmd = [sys.executable, "-m", "merkle_sync", "--json", str(src), str(ours_dst)]
     rsync_cmd = [*RSYNC, *workload.rsync_args, f"{src}/", f"{rsync_dst}/"]
     has_rsync = shutil.which("rsync") is not None
     print(f"preparing {workload.name} ...", file=sys.stderr, flush=True)
@@ -260,7 +264,7 @@ def run(workload: DiskWorkload, root: Path, runs: int) -> dict:
         else:
             _fresh(ours_dst, rsync_dst, cache)
         seconds, rss, out = _timed(ours_cmd, env)
-        ours.append({"seconds": seconds, "rss_mib": rss, **json.loads(out)})
+        ours.append({"seconds": seconds, "rss_mib": rss, **_figures(json.loads(out))})
         if has_rsync:
             seconds, rss, out = _timed(rsync_cmd)
             sent = sum(int(n.replace(",", "")) for _, n in _RSYNC_BYTES.findall(out))
@@ -271,6 +275,19 @@ def run(workload: DiskWorkload, root: Path, runs: int) -> dict:
     if workload.side_memory:
         result["sides"] = _side_memory(src)
     return result
+
+
+def _figures(out: dict) -> dict:
+    """The command's ``--json`` in the table's terms (it counts round trips, not frames,
+    and entries created or updated, not file writes; content reads are not counted)."""
+    if "bytes_up" not in out:
+        return out
+    return {
+        **out,
+        "bytes": out["bytes_up"] + out["bytes_down"],
+        "frames": "n/a",
+        "writes": f"{out['created'] + out['updated']} entries",
+    }
 
 
 def _side_memory(src: Path) -> dict:
@@ -336,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="NAME")
     parser.add_argument("--dir", type=Path, help="where to build the trees (default: a temp dir)")
     parser.add_argument("--json", type=Path, help="also write the raw runs here")
+    parser.add_argument(
+        "--command", action="store_true", help="run ours as the merkle-sync command"
+    )
     args = parser.parse_args(argv)
     chosen = [w for w in WORKLOADS if (args.full or not w.full_only)]
     if args.only:
@@ -343,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for workload in chosen:
         with tempfile.TemporaryDirectory(prefix="ms-disk-", dir=args.dir) as tmp:
-            results[workload.name] = run(workload, Path(tmp), args.runs)
+            results[workload.name] = run(workload, Path(tmp), args.runs, args.command)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     print(table(results))
