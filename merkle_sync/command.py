@@ -150,6 +150,10 @@ def _run(args: Namespace, stack: ExitStack) -> int:
         raise cli.UsageError("-q and -v exclude each other")
     if args.watch and args.dry_run:
         raise cli.UsageError("--watch and --dry-run exclude each other")
+    if not 0 < args.window <= 60:
+        raise cli.UsageError("--window must be more than 0 and at most 60 seconds")
+    if args.compress_level is not None and not 0 <= args.compress_level <= 22:
+        raise cli.UsageError("--compress-level must be from 0 (plain) to 22")
     if split_remote(args.src) is not None:
         raise cli.UsageError(
             "SRC must be local: run merkle-sync on the machine that holds the source"
@@ -171,7 +175,8 @@ def _run(args: Namespace, stack: ExitStack) -> int:
         peer = Peer.local(dst)
         level = 0 if args.compress_level is None else args.compress_level
     else:
-        peer = Peer.remote(args.rsh, *where[:1], args.remote_cmd, where[1])
+        host, path = where
+        peer = Peer.remote(args.rsh, host, args.remote_cmd, path)
         level = args.compress_level
     stack.callback(peer.close)
     rpc = peer.rpc

@@ -331,6 +331,8 @@ def test_usage_errors_exit_1(src, tmp_path):
     assert "overlap" in cli(str(src), str(src), check=1).stderr
     assert not (src / "pkg" / "mirror").exists()
     assert "must be local" in cli("host:dir", str(tmp_path / "d"), check=1).stderr
+    assert "--window" in cli("--watch", "--window", "0", str(src), "d", check=1).stderr
+    assert "--compress-level" in cli("--compress-level", "99", str(src), "d", check=1).stderr
 
 
 def test_special_files_are_skipped_with_a_warning(src, tmp_path):
