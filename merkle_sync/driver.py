@@ -23,6 +23,29 @@ from merkle_sync.wire import StreamEncoder, decode, encode, stream_level
 WINDOW = 4
 
 
+@dataclass
+class SyncStats:
+    """What the syncs of a source cost so far (frames are requests; round trips are the waits
+    a byte-stream transport pays a network latency for)."""
+
+    syncs: int = 0
+    #: Files and links scanned (from the index when unchanged), over all scans.
+    files_scanned: int = 0
+    frames: int = 0
+    round_trips: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    literal_bytes: int = 0
+    reused_bytes: int = 0
+    #: Entries of the plans applied (or, in a dry run, planned): files, links and
+    #: directories created; files whose content changed; entries whose metadata alone
+    #: changed; entries removed (a removed directory counts once, with all it held).
+    created: int = 0
+    updated: int = 0
+    attrs: int = 0
+    deleted: int = 0
+
+
 @runtime_checkable
 class StreamRpc(Protocol):
     """An ``rpc_handle`` that can send a frame without waiting for its reply."""

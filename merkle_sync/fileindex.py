@@ -27,7 +27,7 @@ StatKey = tuple[int, int, int, int, int]
 #: Entries of files changed this recently when stored are hashed again next time: the file
 #: may change again within the same timestamp tick and keep its stat identity.
 RACY_NS = 1_000_000_000
-_SCHEMA = 3
+_SCHEMA = 4
 
 
 def _b(rel: str) -> bytes:
@@ -58,6 +58,11 @@ class FileIndex:
         self._preloaded = -1
         self._hits = 0
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The database, for other records kept beside the files (``merkle_sync.synced``)."""
+        return self._db
+
     def preload(self, limit: int = PRELOAD_MAX) -> None:
         """Read every row in one query (a full scan then looks up in memory), when there are
         at most ``limit`` rows; past that, each file is looked up on its own."""
@@ -83,6 +88,7 @@ class FileIndex:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version != _SCHEMA:
             db.execute("DROP TABLE IF EXISTS files")
+            db.execute("DROP TABLE IF EXISTS synced")
             db.execute(f"PRAGMA user_version={_SCHEMA}")
         db.execute(
             "CREATE TABLE IF NOT EXISTS files (rel BLOB PRIMARY KEY, size INTEGER,"

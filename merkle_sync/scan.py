@@ -54,6 +54,24 @@ def check_beneath(fs: Any, root: str, rel_dir: str, checked: set[str]) -> None:
         checked.add(rel)
 
 
+class ReadCache(dict):
+    """Bytes read by the current scan, up to a budget, so a sync need not read them again."""
+
+    def __init__(self, budget: int) -> None:
+        super().__init__()
+        self.budget = budget
+        self.size = 0
+
+    def __setitem__(self, rel: str, data: bytes) -> None:
+        if self.size + len(data) <= self.budget:
+            super().__setitem__(rel, data)
+            self.size += len(data)
+
+    def clear(self) -> None:
+        super().clear()
+        self.size = 0
+
+
 #: Why a FIFO, socket or device is skipped: a warning, not an error (rsync without -D).
 SPECIAL = "not a regular file, directory or symbolic link"
 

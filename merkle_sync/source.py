@@ -5,10 +5,9 @@ from __future__ import annotations
 import posixpath
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from merkle_sync.driver import Driver
+from merkle_sync.driver import Driver, SyncStats
 from merkle_sync.fileindex import FileIndex, default_source_index
 from merkle_sync.frames import FRAME_LITERALS
 from merkle_sync.fs import RangeReader, StatScanner
@@ -24,9 +23,19 @@ from merkle_sync.merkle import (
     put,
     set_dir_meta,
 )
-from merkle_sync.protocol import FULL_HASH, MIN_HASH, ProtocolError
-from merkle_sync.scan import UNREADABLE, EscapeRefused, Scanner, check_beneath
+from merkle_sync.protocol import (
+    FULL_HASH,
+    MIN_HASH,
+    Message,
+    ProtocolError,
+    Walk,
+    WalkReply,
+    trusted,
+)
+from merkle_sync.scan import UNREADABLE, EscapeRefused, ReadCache, Scanner, check_beneath
 from merkle_sync.session import SyncSession
+from merkle_sync.synced import SyncedRecord
+from merkle_sync.wire import decode, encode
 
 
 class SyncError(RuntimeError):
@@ -37,47 +46,6 @@ class SyncError(RuntimeError):
 MAX_REFRESH = 3
 #: Bytes a scan keeps in memory for the sync that follows it; files past this are read again.
 KEEP_READ = 256 << 20
-
-
-class _ReadCache(dict):
-    """Bytes read by the current scan, up to a budget, so a sync need not read them again."""
-
-    def __init__(self, budget: int) -> None:
-        super().__init__()
-        self.budget = budget
-        self.size = 0
-
-    def __setitem__(self, rel: str, data: bytes) -> None:
-        if self.size + len(data) <= self.budget:
-            super().__setitem__(rel, data)
-            self.size += len(data)
-
-    def clear(self) -> None:
-        super().clear()
-        self.size = 0
-
-
-@dataclass
-class SyncStats:
-    """What the syncs of a source cost so far (frames are requests; round trips are the waits
-    a byte-stream transport pays a network latency for)."""
-
-    syncs: int = 0
-    #: Files and links scanned (from the index when unchanged), over all scans.
-    files_scanned: int = 0
-    frames: int = 0
-    round_trips: int = 0
-    bytes_up: int = 0
-    bytes_down: int = 0
-    literal_bytes: int = 0
-    reused_bytes: int = 0
-    #: Entries of the plans applied (or, in a dry run, planned): files, links and
-    #: directories created; files whose content changed; entries whose metadata alone
-    #: changed; entries removed (a removed directory counts once, with all it held).
-    created: int = 0
-    updated: int = 0
-    attrs: int = 0
-    deleted: int = 0
 
 
 class ReplicatorSource:
@@ -132,7 +100,7 @@ class ReplicatorSource:
         self._ranged = isinstance(fs, RangeReader)
         self._listing = isinstance(fs, StatScanner)
         self._checked: set[str] = set()  # directories found real during the current sync
-        self._fresh = _ReadCache(0 if self._ranged else keep_read)
+        self._fresh = ReadCache(0 if self._ranged else keep_read)
         self._data: dict[str, bytes] = {}
         #: Short hashes of every content node the target holds (with multiplicity), valid
         #: while the target's root is ``_target_root``; lets an event's sync skip the walk.
@@ -145,9 +113,12 @@ class ReplicatorSource:
         if index is not False and isinstance(fs, StatScanner):
             path = index if isinstance(index, str) else default_source_index(self.dir)
             self._index = FileIndex(path)
+        #: What the target held after the last good sync, kept across restarts.
+        self._record = SyncedRecord(self._index.db) if self._index is not None else None
         self._watched: set[str] = set()
         self.tree: DirNode = self._load_root()
-        self.sync()
+        if not self._sync_from_record():
+            self.sync()
 
     # -- events ----------------------------------------------------------------------------
     def handle_event(self, event: Any) -> None:
@@ -198,6 +169,55 @@ class ReplicatorSource:
             return None
         set_dir_meta(self.tree, parent, meta)
         return meta
+
+    def _sync_from_record(self) -> bool:
+        """At start, with a record of the synced tree (see ``merkle_sync.synced``): one
+        round trip compares the roots; if the target still holds the recorded tree, the
+        difference is planned from the record as an event's would be, without a walk.
+        False when the walk must run (no record, or the target is not as recorded)."""
+        old = self._record.tree(self.tree) if self._record is not None else None
+        if old is None:
+            return False
+        n = self.hash_len
+        reply = self._probe_root(trusted(Walk, n, self.tree.hash, (), ()))
+        if reply.equal:
+            self._synced()
+            return True
+        if reply.root != old.hash[:n]:
+            return False
+        session = SyncSession(self.tree, self._read, n, self.frame_literals)
+        try:
+            self._run(session, session.start_change("", old, frozenset(), reply.root))
+        except ProtocolError:
+            return False
+        finally:
+            self._fresh.clear()
+        if session.equal:
+            self._synced()
+        return session.equal or self.dry_run  # a dry run reports the plan it made
+
+    def _probe_root(self, walk: Walk) -> WalkReply:
+        """One walk frame that lists nothing: the target says whether the roots are equal
+        and, if not, the start of its own."""
+        frame = encode(walk)
+        reply = self.rpc_handle(frame)
+        self.stats.bytes_up += len(frame)
+        self.stats.frames += 1
+        self.stats.round_trips += 1
+        if not isinstance(reply, Message):
+            self.stats.bytes_down += len(reply)
+            reply = decode(reply)
+        if not isinstance(reply, WalkReply) or reply.listings:
+            raise ProtocolError(f"unexpected reply {type(reply).__name__} to a root probe")
+        return reply
+
+    def _synced(self) -> None:
+        """The target equals our tree now: remember it, in memory and on disk."""
+        self._in_sync = True
+        self._target_root = self.tree.hash
+        if self._record is not None and not self.dry_run:
+            self._record.record(self.tree)
+            self._index.commit()  # type: ignore[union-attr]
 
     def rescan(self) -> None:
         """After lost events (a watcher's queue overflowed): rescan the source, then walk."""
@@ -321,8 +341,7 @@ class ReplicatorSource:
             known.subtract(self._content(old))
             known.update(self._content(new))
             self._known = +known
-            self._in_sync = True
-            self._target_root = self.tree.hash
+            self._synced()
         finally:
             self._fresh.clear()
 
@@ -349,8 +368,7 @@ class ReplicatorSource:
                     lengths.pop(0)
                     continue
                 if session.equal:
-                    self._in_sync = True
-                    self._target_root = self.tree.hash
+                    self._synced()
                     return
                 if self.skipped and session.done:
                     # Mirrored but for the entries it could not read, which the target

@@ -1,0 +1,64 @@
+"""The source's record of the synced tree: after a restart, a small change is planned from
+it (no walk), and a target that is not as recorded is walked as before."""
+
+from __future__ import annotations
+
+import os
+
+from merkle_sync import ReplicatorSource, ReplicatorTarget
+from merkle_sync.diskfs import DiskFileSystem
+from tests.test_soak import listing
+
+
+def _tree(src) -> None:
+    for d in range(6):
+        sub = src / f"pkg{d}" / "deep" / "deeper"
+        sub.mkdir(parents=True)
+        for f in range(20):
+            (sub / f"m{f}.py").write_bytes(os.urandom(300))
+
+
+def _restart(fs, src, dst, **kw) -> ReplicatorSource:
+    return ReplicatorSource(fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request, **kw)
+
+
+def test_a_chmod_after_a_restart_is_planned_from_the_record(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _tree(src)
+    fs = DiskFileSystem()
+    _restart(fs, src, dst)
+    (src / "pkg3" / "deep" / "deeper" / "m7.py").chmod(0o755)
+    source = _restart(fs, src, dst)
+    assert listing(dst) == listing(src)
+    assert source.stats.round_trips == 2  # the roots compared, then the apply
+    assert source.stats.bytes_up + source.stats.bytes_down < 400
+    again = _restart(fs, src, dst)
+    assert again.stats.round_trips == 1 and listing(dst) == listing(src)
+
+
+def test_edits_renames_and_removals_after_a_restart_end_equal(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _tree(src)
+    fs = DiskFileSystem()
+    _restart(fs, src, dst)
+    (src / "pkg1" / "deep" / "deeper" / "m1.py").write_bytes(b"edited")
+    (src / "pkg2").rename(src / "renamed")
+    (src / "pkg4" / "deep" / "deeper" / "m4.py").unlink()
+    (src / "pkg5" / "new").mkdir()
+    source = _restart(fs, src, dst)
+    assert listing(dst) == listing(src)
+    assert source.stats.round_trips <= 4  # never a level-by-level walk
+
+
+def test_a_target_not_as_recorded_is_walked(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _tree(src)
+    fs = DiskFileSystem()
+    _restart(fs, src, dst)
+    (dst / "pkg0" / "deep" / "stray.txt").write_text("made by hand")
+    (src / "pkg3" / "deep" / "deeper" / "m7.py").chmod(0o700)
+    planned = _restart(fs, src, dst, dry_run=True)
+    assert listing(dst) != listing(src)  # a dry run changed nothing
+    source = _restart(fs, src, dst)
+    assert listing(dst) == listing(src)  # the stray file is gone: the walk saw it
+    assert planned.stats.bytes_up == source.stats.bytes_up  # the dry run walked too
