@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import os
 import shlex
 import signal
@@ -249,6 +250,7 @@ def _watch(source: ReplicatorSource, watcher: Any, reporter: Reporter, fs: _Watc
         print("merkle-sync: stopping after this sync (Ctrl-C again to stop now)", file=sys.stderr)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
+    gc.freeze()  # the trees are long-lived: the collector need not walk them while idle
     try:
         with contextlib.suppress(KeyboardInterrupt):  # the way out, at any point
             while not stop:
@@ -257,6 +259,7 @@ def _watch(source: ReplicatorSource, watcher: Any, reporter: Reporter, fs: _Watc
                 if watcher.pump(1.0) and source.stats.syncs != before.syncs:
                     fig = reporter.figures(before, source.stats, fs.since, source.skipped)
                     reporter.done(fig)
+                    gc.freeze()
     finally:
         signal.signal(signal.SIGINT, previous)
     print("merkle-sync: stopped watching; every file on the target is whole", file=sys.stderr)
