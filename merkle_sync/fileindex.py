@@ -28,6 +28,10 @@ StatKey = tuple[int, int, int, int, int]
 #: may change again within the same timestamp tick and keep its stat identity.
 RACY_NS = 1_000_000_000
 _SCHEMA = 4
+#: A stat identity no file has (see ``store``).
+_NEVER = (-1, -1, -1, -1, -1)
+#: Bytes of replaced rows' leaves kept for the source's restart (see ``replaced``).
+REPLACED_MAX = 64 << 20
 
 
 def _b(rel: str) -> bytes:
@@ -57,6 +61,11 @@ class FileIndex:
         #: all of them means no row is stale, and ``keep_only`` has nothing to compare.
         self._preloaded = -1
         self._hits = 0
+        #: When a dict: the leaves of rows about to be replaced or forgotten, by path, up
+        #: to ``REPLACED_MAX`` bytes. The source's restart plans with them (the old version
+        #: of an edited file is what the target still holds).
+        self.replaced: dict[str, tuple[bytes, bytes]] | None = None
+        self._replaced_bytes = 0
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -143,9 +152,15 @@ class FileIndex:
     ) -> None:
         """Remember a file's tree. ``own``: the caller just wrote this content itself and
         stat-ed it after the rename, so a recent timestamp is no reason for doubt."""
+        if self.replaced is not None:
+            self._stash(rel)
         if not own and time.time_ns() - key[1] < RACY_NS:
-            self.forget(rel)  # racily clean: hash it again next time
-            return
+            if self.replaced is None:
+                self.forget(rel)  # racily clean: hash it again next time
+                return
+            # The same, but the leaves stay for the next restart's stash: an identity no
+            # file has never matches, so the file is hashed again all the same.
+            key = _NEVER
         self._db.execute(
             "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
@@ -157,6 +172,24 @@ class FileIndex:
                 tree.leaf_ends().tobytes(),
             ),
         )
+
+    def _stash(self, rel: str) -> None:
+        assert self.replaced is not None
+        row = self._db.execute("SELECT leaves, ends FROM files WHERE rel=?", (_b(rel),)).fetchone()
+        if row is not None and rel not in self.replaced:
+            size = len(row[0]) + len(row[1])
+            if self._replaced_bytes + size <= REPLACED_MAX:
+                self.replaced[rel] = (row[0], row[1])
+                self._replaced_bytes += size
+
+    def replaced_trees(self) -> list[ContentTree]:
+        """The content trees of the rows stashed in ``replaced``."""
+        trees = []
+        for leaves, ends_blob in (self.replaced or {}).values():
+            ends = array("Q")
+            ends.frombytes(ends_blob)
+            trees.append(tree_from_leaves(leaves, ends))
+        return trees
 
     def forget(self, rel: str) -> None:
         self._db.execute("DELETE FROM files WHERE rel=?", (_b(rel),))

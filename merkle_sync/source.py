@@ -115,6 +115,8 @@ class ReplicatorSource:
             self._index = FileIndex(path)
         #: What the target held after the last good sync, kept across restarts.
         self._record = SyncedRecord(self._index.db) if self._index is not None else None
+        if self._index is not None:
+            self._index.replaced = {}  # old versions of edited files, for that restart plan
         self._watched: set[str] = set()
         self.tree: DirNode = self._load_root()
         if not self._sync_from_record():
@@ -176,9 +178,14 @@ class ReplicatorSource:
         difference is planned from the record as an event's would be, without a walk.
         False when the walk must run (no record, or the target is not as recorded)."""
         old = self._record.tree(self.tree) if self._record is not None else None
+        replaced = self._index.replaced_trees() if self._index is not None else []
+        if self._index is not None:
+            self._index.replaced = None
         if old is None:
             return False
         n = self.hash_len
+        # The target holds the old versions of edited files (else it refuses, and we walk).
+        known = {h[:n] for tree in replaced for h, _, _ in tree.nodes()}
         reply = self._probe_root(trusted(Walk, n, self.tree.hash, (), ()))
         if reply.equal:
             self._synced()
@@ -187,7 +194,7 @@ class ReplicatorSource:
             return False
         session = SyncSession(self.tree, self._read, n, self.frame_literals)
         try:
-            self._run(session, session.start_change("", old, frozenset(), reply.root))
+            self._run(session, session.start_change("", old, known, reply.root))
         except ProtocolError:
             return False
         finally:

@@ -62,3 +62,22 @@ def test_a_target_not_as_recorded_is_walked(tmp_path):
     source = _restart(fs, src, dst)
     assert listing(dst) == listing(src)  # the stray file is gone: the walk saw it
     assert planned.stats.bytes_up == source.stats.bytes_up  # the dry run walked too
+
+
+def test_an_edit_after_a_restart_reuses_the_old_version_without_probing(tmp_path):
+    """The index kept the edited file's old leaves (even when it was written just before
+    it was hashed): they are what the target holds, so the plan needs no probes."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _tree(src)
+    big = src / "pkg0" / "big.bin"
+    big.write_bytes(os.urandom(400_000))
+    fs = DiskFileSystem()
+    _restart(fs, src, dst)
+    for at in (100_000, 300_000):  # edited right after the last sync, twice
+        data = bytearray(big.read_bytes())
+        data[at : at + 4] = b"edit"
+        big.write_bytes(bytes(data))
+        source = _restart(fs, src, dst)
+        assert listing(dst) == listing(src)
+        assert source.stats.round_trips == 3  # roots compared, the leaf refined, the apply
+        assert source.stats.literal_bytes < 2_000
