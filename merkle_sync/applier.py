@@ -14,11 +14,21 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, replace
 
-from merkle_sync.chunking import CHUNK_MAX, leaf_hash
-from merkle_sync.contenttree import TreeBuilder
-from merkle_sync.merkle import DirNode, FileNode, file_hash, lookup, put, split
+from merkle_sync.chunking import CHUNK_MAX, cut_leaves, leaf_hash
+from merkle_sync.contenttree import TreeBuilder, build_tree
+from merkle_sync.delta import apply_delta
+from merkle_sync.freshness import StaleContent
+from merkle_sync.merkle import KIND_LINK, DirNode, FileNode, file_hash, lookup, put, split
 from merkle_sync.patchfile import PatchedFile
-from merkle_sync.protocol import MAX_PATH_BYTES, MAX_REUSE, Apply, Attr, ProtocolError, Write
+from merkle_sync.protocol import (
+    DELTA_MAX,
+    MAX_PATH_BYTES,
+    MAX_REUSE,
+    Apply,
+    Attr,
+    ProtocolError,
+    Write,
+)
 from merkle_sync.store import Sink, TargetStore
 
 Held = dict[bytes, tuple[bytes, bytes | memoryview]]  # short hash -> (full hash, bytes)
@@ -125,7 +135,10 @@ class ApplyStream:
                 old = None if _under(w.path, req.removes) else lookup(self.tree, w.path)
                 current = _Open(w, self.store.open(w.path, old, w.size, w.kind), TreeBuilder())
             self.open = current
-            for piece in w.pieces:
+            if w.delta_from:
+                delta = b"".join(literals.next()[1] for _ in range(w.pieces[0]))  # type: ignore[misc]
+                self._delta(current, delta, cache, req.removes)
+            for piece in () if w.delta_from else w.pieces:
                 self._piece(current, piece, literals, local, cache)
                 if current.builder.size > w.size:
                     raise ProtocolError(f"pieces of {w.path!r} exceed its declared size")
@@ -143,6 +156,26 @@ class ApplyStream:
             self.open = None
         if literals.left:
             raise ProtocolError("literals left over")
+
+    def _delta(self, f: _Open, delta: bytes, cache: dict, removes: tuple[str, ...]) -> None:
+        """The whole file from a delta against the version this target holds at its path,
+        which must be the one named, and read back as its tree says (else it is stale)."""
+        w = f.write
+        old = None if _under(w.path, removes) else lookup(self.tree, w.path)
+        if (
+            not isinstance(old, FileNode)
+            or old.kind == KIND_LINK
+            or old.hash[: len(w.delta_from)] != w.delta_from
+            or old.tree.size > DELTA_MAX
+        ):
+            raise ProtocolError(f"{w.path!r} on the target is not what its delta is against")
+        base = self.store.read(w.path, 0, old.tree.size, cache)
+        if build_tree(base).root != old.tree.root:
+            raise StaleContent(w.path)
+        new = apply_delta(base, delta, w.size)
+        for digest, length in cut_leaves(new):
+            f.builder.leaf(digest, length)
+        f.sink.write(new)
 
     def _named(self, position: int) -> bytes:
         """The hash a negative piece names: the target confirmed it during the walk."""

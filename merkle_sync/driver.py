@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from merkle_sync.protocol import Ack, Apply, Message
+from merkle_sync.protocol import Ack, Apply, Message, ProtocolError, Walk, WalkReply
 from merkle_sync.session import SyncSession
 from merkle_sync.wire import StreamEncoder, decode, encode, stream_level
 
@@ -37,6 +37,8 @@ class SyncStats:
     bytes_down: int = 0
     literal_bytes: int = 0
     reused_bytes: int = 0
+    #: Files sent as a zstd delta against the version the source kept (``merkle_sync.kept``).
+    delta_files: int = 0
     #: Entries of the plans applied (or, in a dry run, planned): files, links and
     #: directories created; files whose content changed; entries whose metadata alone
     #: changed; entries removed (a removed directory counts once, with all it held).
@@ -80,6 +82,7 @@ class Driver:
             if session.cutter is not None:
                 stats.literal_bytes += session.cutter.literal_bytes
                 stats.reused_bytes += session.cutter.reused_bytes
+                stats.delta_files += session.cutter.delta_files
 
     def _encode(self, request: Any) -> bytes:
         if not isinstance(request, Apply):
@@ -154,3 +157,19 @@ def _drain(rpc: Any, in_flight: int) -> None:
         except Exception as exc:
             if getattr(exc, "kind", None) == "closed":
                 return
+
+
+def probe_root(rpc: Callable[[Any], Any], stats: Any, walk: Walk) -> WalkReply:
+    """One walk frame that lists nothing: the target says whether the roots are equal and,
+    if not, the start of its own."""
+    frame = encode(walk)
+    reply = rpc(frame)
+    stats.bytes_up += len(frame)
+    stats.frames += 1
+    stats.round_trips += 1
+    if not isinstance(reply, Message):
+        stats.bytes_down += len(reply)
+        reply = decode(reply)
+    if not isinstance(reply, WalkReply) or reply.listings:
+        raise ProtocolError(f"unexpected reply {type(reply).__name__} to a root probe")
+    return reply

@@ -98,6 +98,7 @@ class FileIndex:
         if version != _SCHEMA:
             db.execute("DROP TABLE IF EXISTS files")
             db.execute("DROP TABLE IF EXISTS synced")
+            db.execute("DROP TABLE IF EXISTS kept")
             db.execute(f"PRAGMA user_version={_SCHEMA}")
         db.execute(
             "CREATE TABLE IF NOT EXISTS files (rel BLOB PRIMARY KEY, size INTEGER,"

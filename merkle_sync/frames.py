@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
+from merkle_sync.chunking import CHUNK_MAX
+from merkle_sync.delta import delta_level, make_delta
 from merkle_sync.merkle import FileNode
 from merkle_sync.protocol import MAX_REUSE, Apply, Attr, Piece, Span, Write, trusted
 
@@ -23,6 +26,11 @@ from merkle_sync.protocol import MAX_REUSE, Apply, Attr, Piece, Span, Write, tru
 #: memory small and needs a quarter of the calls of 1 MiB through a synchronous RPC,
 #: where each frame waits one latency.
 FRAME_LITERALS = 4 << 20
+
+#: A delta is sent only when it is this many times smaller than the new version: a rewrite
+#: (little shared with the old version) travels as plain literals, which the session's zstd
+#: stream compresses about as well, and the target then need not read its old version.
+DELTA_GAIN = 4
 
 #: What a cover yields: a node the target holds ``(key, start, end, None)``, or a leaf it may
 #: lack ``(key, start, end, subs)`` with ``subs`` its refined sub-chunks (or ``()``).
@@ -78,6 +86,20 @@ class FrameCutter:
         self.literal_bytes = 0
         self.reused_bytes = 0
         self.files_done = 0  # files whose last piece has been cut into a frame
+        self._deltas: dict[str, bytes] = {}
+        self._kept: Any = None
+        self._delta_level = 0
+        self.delta_files = 0
+        #: ``on_whole(rel, node, data)``: a file's whole content passed through here (sent
+        #: as one literal run, or made into a delta), so the source can keep it cheaply.
+        self.on_whole: Callable[[str, FileNode, bytes], None] | None = None
+        self.whole: set[str] = set()
+
+    def deltas(self, bases: dict[str, bytes], kept: Any) -> None:
+        """Send these files (path -> short hash of the target's version) as deltas against
+        the versions ``kept.get`` returns; a file whose copy is gone is cut as usual."""
+        self._deltas, self._kept = bases, kept
+        self._delta_level = delta_level(len(bases))
 
     def held(self, key: bytes) -> bool:
         return self._held(key) or key in self._done
@@ -86,6 +108,14 @@ class FrameCutter:
         part = 0
         frame = _Frame()
         for rel, node, items in writes:
+            blob = self._delta(rel, node)
+            if blob is not None:
+                if frame.literal + len(blob) > self.literal_budget and frame.writes:
+                    yield self._build(frame, part, final=False)
+                    part += 1
+                    frame = _Frame()
+                self._whole(frame, rel, node, blob)
+                continue
             offset = 0  # where the current segment of this file starts
             pieces: list[Piece] = []
             ranges: list[tuple[int, int]] = []
@@ -115,6 +145,47 @@ class FrameCutter:
             frame.completed.append(node)
             self.files_done += 1
         yield self._build(frame, part, final=True)
+
+    def _delta(self, rel: str, node: FileNode) -> bytes | None:
+        """The file as a delta against its kept old version, if that is the way to send it."""
+        short = self._deltas.get(rel)
+        old = self._kept.get(short) if short is not None else None
+        if old is None:
+            return None
+        new = self._read(rel, 0, node.tree.size)
+        blob = make_delta(old, new, self._delta_level)
+        if len(blob) > self.literal_budget or len(blob) * DELTA_GAIN > len(new):
+            return None  # too big for a frame, or not worth the target reading its old version
+        self._seen_whole(rel, node, new)
+        return blob
+
+    def _seen_whole(self, rel: str, node: FileNode, data: bytes) -> None:
+        if self.on_whole is not None and len(data) == node.tree.size:
+            self.whole.add(rel)
+            self.on_whole(rel, node, data)
+
+    def _whole(self, frame: _Frame, rel: str, node: FileNode, blob: bytes) -> None:
+        """One file complete in this frame as one literal: its delta."""
+        frame.writes.append(
+            trusted(
+                Write,
+                rel,
+                node.kind,
+                node.tree.size,
+                node.hash[: self.n],
+                (-(-len(blob) // CHUNK_MAX),),
+                0,
+                node.meta,
+                self._deltas[rel],
+            )
+        )
+        frame.chunks.append(blob)
+        frame.sizes += (min(CHUNK_MAX, len(blob) - at) for at in range(0, len(blob), CHUNK_MAX))
+        frame.literal += len(blob)
+        frame.completed.append(node)
+        self.literal_bytes += len(blob)
+        self.files_done += 1
+        self.delta_files += 1
 
     def _decide(self, item: Item, frame: _Frame) -> tuple[Piece, int, int, list[tuple[int, int]]]:
         """The piece for one item, its literal bytes, its reused bytes and literal ranges."""
@@ -174,6 +245,8 @@ class FrameCutter:
             sizes.append(b - a)
         if run_start >= 0:
             frame.chunks.append(self._read(rel, run_start, run_end))
+            if run_start == 0 and run_end == node.tree.size and not offset:
+                self._seen_whole(rel, node, frame.chunks[-1])
         frame.sizes += sizes
         self.literal_bytes += sum(sizes)
 

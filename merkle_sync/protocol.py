@@ -28,6 +28,7 @@ from merkle_sync.checks import (
 from merkle_sync.chunking import CHUNK_MAX
 
 __all__ = [  # what the other modules take from here, the checks' names included
+    "DELTA_MAX",
     "FULL_HASH",
     "MAX_BASIS",
     "MAX_BASIS_READ",
@@ -79,6 +80,9 @@ FILE_KINDS = (1, 2, 3)
 LINK_KIND = 3
 #: A link's text, like a path, never exceeds this.
 MAX_LINK = 4096
+#: Largest file (old or new version) sent as a delta against the old one (see
+#: ``merkle_sync.delta``): both versions are held whole while it is made and applied.
+DELTA_MAX = 1 << 20
 
 
 _T = TypeVar("_T")
@@ -255,6 +259,10 @@ class Write:
     offset: int = 0
     #: Mode and mtime to give the file once it is complete (``None``: the target's default).
     meta: tuple[int, int] | None = None
+    #: Non-empty: the file is a zstd delta (``merkle_sync.delta``) against the file the target
+    #: holds at ``path``, whose hash starts with these bytes; its one piece counts the
+    #: literals that hold the delta, in order (each at most a leaf's size, as all literals).
+    delta_from: bytes = b""
 
     def __post_init__(self) -> None:
         check_path(self.path)
@@ -264,6 +272,18 @@ class Write:
         check_int(self.offset, 0, self.size, "write offset")
         _require(isinstance(self.hash, bytes), "file hash must be bytes")
         _require(len(check_items(self.pieces, "pieces")) >= 1, "a file needs at least one piece")
+        if self.delta_from != b"":
+            check_hash(self.delta_from, len(self.hash))
+            runs = self.pieces[0]
+            _require(
+                len(self.pieces) == 1
+                and type(runs) is int
+                and 1 <= runs <= DELTA_MAX // CHUNK_MAX + 2
+                and self.offset == 0
+                and self.kind != LINK_KIND
+                and self.size <= DELTA_MAX,
+                "a delta write is a run of literals holding a whole file's delta",
+            )
         for p in self.pieces:
             if isinstance(p, tuple):
                 _require(1 <= len(p) <= CHUNK_MAX, "a refined leaf needs sub-pieces")

@@ -27,6 +27,7 @@ class Figures:
     bytes_down: int = 0
     literal_bytes: int = 0
     reused_bytes: int = 0
+    delta_files: int = 0
     round_trips: int = 0
     seconds: float = 0.0
     skipped: list[list[str]] = field(default_factory=list)
@@ -141,6 +142,7 @@ class Reporter:
             bytes_down=after.bytes_down - before.bytes_down,
             literal_bytes=after.literal_bytes - before.literal_bytes,
             reused_bytes=after.reused_bytes - before.reused_bytes,
+            delta_files=after.delta_files - before.delta_files,
             round_trips=after.round_trips - before.round_trips,
             seconds=round(time.monotonic() - started, 3),
             skipped=[[r, why] for r, why in skipped],
@@ -186,6 +188,7 @@ class Reporter:
             ("bytes down", f"{fig.bytes_down:,}"),
             ("literal bytes", f"{fig.literal_bytes:,}"),
             ("reused bytes", f"{fig.reused_bytes:,}"),
+            ("files sent as deltas", f"{fig.delta_files:,}"),
             ("round trips", f"{fig.round_trips:,}"),
             ("seconds", f"{fig.seconds:.3f}"),
             ("skipped", f"{len(fig.skipped):,}"),

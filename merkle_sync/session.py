@@ -12,8 +12,10 @@ Two ways to find what differs:
   expected root hash. Only when many literal bytes would go does the session first probe the
   target's index, which also holds content removed recently (a rename).
 
-Either way, a changed leaf of a file the target holds an old version of is refined first:
-its sub-chunks are looked up in the old version's leaves around the same place.
+Either way, a file the target holds an old version of travels as a zstd delta against it
+when the source kept a copy of that version (``merkle_sync.kept``); otherwise a changed leaf
+is refined first: its sub-chunks are looked up in the old version's leaves around the same
+place (``merkle_sync.refine``).
 One ``Apply`` then carries removals, new directories and each written file as a recipe
 of reused target pieces and literal chunks.
 """
@@ -23,13 +25,14 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable, Container, Iterator
 
-from merkle_sync.chunking import CHUNK_AVG, CHUNK_MAX, sub_chunks
 from merkle_sync.contenttree import ContentTree
-from merkle_sync.cover import cover, missing_leaves
+from merkle_sync.cover import cover
 from merkle_sync.frames import FRAME_LITERALS, ApplyHead, FrameCutter, Item
+from merkle_sync.kept import Kept
 from merkle_sync.merkle import KIND_DIR, DirNode, FileNode, Meta, Node, iter_tree, join, lookup
 from merkle_sync.protocol import (
-    MAX_BASIS_READ,
+    DELTA_MAX,
+    LINK_KIND,
     MAX_CONFIRMED,
     Ack,
     Apply,
@@ -42,21 +45,13 @@ from merkle_sync.protocol import (
     WalkReply,
     trusted,
 )
+from merkle_sync.refine import SubChunk, refine
 
 _NodeRef = tuple[ContentTree, int, int]  # (tree, level, index)
 
 #: In change mode, probe the target's index first when more literal bytes than this would
 #: travel: one extra round trip is cheaper than resending content the target kept.
 PROBE_MIN = 64 << 10
-#: Missing leaves at least this large are refined into sub-chunks against the old leaves
-#: around the same place, when the file changed in at most REFINE_MAX_LEAVES leaves.
-REFINE_MIN = 2048
-REFINE_MAX_LEAVES = 64
-#: What the target reads for one basis span at most: the span widened to whole leaves.
-_SPAN_READ = 2 * CHUNK_AVG + 2 * CHUNK_MAX
-
-_Piece = tuple[bytes, int, int]  # (short hash, start, end) of a sub-chunk
-
 #: ``read(rel, start, end)``: bytes of a source file.
 Read = Callable[[str, int, int], bytes]
 
@@ -72,9 +67,19 @@ class SyncSession:
     """
 
     def __init__(
-        self, root: DirNode, read: Read, hash_len: int, frame_literals: int = FRAME_LITERALS
+        self,
+        root: DirNode,
+        read: Read,
+        hash_len: int,
+        frame_literals: int = FRAME_LITERALS,
+        kept: Kept | None = None,
     ) -> None:
         self.root = root
+        self.kept = kept
+        #: Written files sent as a delta against the kept old version: path -> its short hash.
+        self.deltas: dict[str, bytes] = {}
+        #: See ``FrameCutter.on_whole``.
+        self.on_whole: Callable[[str, FileNode, bytes], None] | None = None
         self.frame_literals = frame_literals
         self.read = read
         self.hash_len = hash_len
@@ -95,7 +100,7 @@ class SyncSession:
         #: Written files that replace an older version the target holds.
         self.updated: set[str] = set()
         self._refining = False
-        self._refined: dict[bytes, list[_Piece]] = {}
+        self._refined: dict[bytes, list[SubChunk]] = {}
         self._asked_subs: list[bytes] = []
         self._basis: tuple[Span, ...] = ()
         self._frames: Iterator[Apply] | None = None
@@ -160,8 +165,9 @@ class SyncSession:
             self._diff(path, _listing(old_at(path), self.hash_len))
         if self._literal_bytes() > PROBE_MIN:
             self._probing = True
-            for node in self.writes.values():
-                self._probe((node.tree, node.tree.height - 1, 0))
+            for rel, node in self.writes.items():
+                if rel not in self.deltas:
+                    self._probe((node.tree, node.tree.height - 1, 0))
         return self._next()
 
     def receive(self, reply: object) -> Walk | Apply | None:
@@ -280,10 +286,23 @@ class SyncSession:
                 self._dirs.append(path)
             else:
                 self.updated.add(path)
-                self._write(path, child)
+                if self._kept(child, short):
+                    self.deltas[path] = short
+                    self.writes[path] = child  # no probe: the target needs no index for it
+                else:
+                    self._write(path, child)
                 return  # the write carries the file's metadata
         if child.meta is not None and child.meta != meta:
             self._attr(path, child.meta)
+
+    def _kept(self, child: FileNode, short: bytes) -> bool:
+        """Whether ``child`` can travel as a delta against the target's version ``short``."""
+        return (
+            self.kept is not None
+            and child.kind != LINK_KIND
+            and child.tree.size <= DELTA_MAX
+            and self.kept.has(short)
+        )
 
     def _diff(self, rel: str, listing: tuple[Entry, ...]) -> None:
         source = lookup(self.root, rel)
@@ -316,36 +335,16 @@ class SyncSession:
         return self._apply()
 
     def _refine(self) -> Walk | None:
-        """Ask which sub-chunks of the missing leaves the target has in its old version nearby.
-
-        The span around each leaf is wide enough for small shifts; the target widens it to
-        whole leaves of its own file and cuts those, just as each new leaf is cut here. What
-        the target would read stays within its basis budget.
-        """
-        n = self.hash_len
-        wants: dict[bytes, None] = {}
-        spans: list[Span] = []
-        budget = MAX_BASIS_READ
-        for rel, node in self.writes.items():
-            if rel not in self.updated:
-                continue
-            missing = missing_leaves(node.tree, n, self._held)
-            big = [(i, a, b) for i, a, b in missing if b - a >= REFINE_MIN]
-            if not big or len(missing) > REFINE_MAX_LEAVES:
-                continue
-            for i, a, b in big:
-                budget -= b - a + _SPAN_READ
-                if budget < 0:
-                    break
-                data = self.read(rel, a, b)
-                parts = [(h[:n], a + s, a + e) for h, s, e in sub_chunks(data)]
-                self._refined[node.tree.hash(0, i)[:n]] = parts
-                wants.update((p[0], None) for p in parts)
-                spans.append(Span(rel, max(a - CHUNK_AVG, 0), b + CHUNK_AVG))
+        """Ask which sub-chunks of the missing leaves the target has (``merkle_sync.refine``)."""
+        edited = (
+            (rel, node)
+            for rel, node in self.writes.items()
+            if rel in self.updated and rel not in self.deltas
+        )
+        wants, self._basis = refine(edited, self.hash_len, self._held, self.read, self._refined)
         if not wants:
             return None
-        self._asked_subs = list(wants)
-        self._basis = tuple(spans)
+        self._asked_subs = wants
         return trusted(Walk, self.hash_len, b"", (), tuple(wants), self._basis)
 
     # -- the final request -----------------------------------------------------------------
@@ -355,7 +354,9 @@ class SyncSession:
     def _literal_bytes(self) -> int:
         seen: set[bytes] = set()
         total = 0
-        for node in self.writes.values():
+        for rel, node in self.writes.items():
+            if rel in self.deltas:
+                continue
             for key, start, end, subs in self._cover(node, self._held):
                 if subs is not None and key not in seen:
                     seen.add(key)
@@ -374,6 +375,9 @@ class SyncSession:
         self.cutter = cutter = FrameCutter(
             head, self._held, self.read, self.frame_literals, confirmed=self.confirmed
         )
+        cutter.on_whole = self.on_whole
+        if self.deltas:
+            cutter.deltas(self.deltas, self.kept)
         writes = ((rel, node, self._cover(node, cutter.held)) for rel, node in self.writes.items())
         self._frames = cutter.frames(writes)
         return self._hand()

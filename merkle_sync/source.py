@@ -7,11 +7,13 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from merkle_sync.driver import Driver, SyncStats
+from merkle_sync.driver import Driver, SyncStats, probe_root
 from merkle_sync.fileindex import FileIndex, default_source_index
 from merkle_sync.frames import FRAME_LITERALS
 from merkle_sync.fs import RangeReader, StatScanner
+from merkle_sync.kept import KEEP_BUDGET, KeptCopies, kept_rest
 from merkle_sync.merkle import (
+    KIND_LINK,
     DirNode,
     FileNode,
     Meta,
@@ -26,16 +28,13 @@ from merkle_sync.merkle import (
 from merkle_sync.protocol import (
     FULL_HASH,
     MIN_HASH,
-    Message,
     ProtocolError,
     Walk,
-    WalkReply,
     trusted,
 )
 from merkle_sync.scan import UNREADABLE, EscapeRefused, ReadCache, Scanner, check_beneath
 from merkle_sync.session import SyncSession
 from merkle_sync.synced import SyncedRecord
-from merkle_sync.wire import decode, encode
 
 
 class SyncError(RuntimeError):
@@ -67,6 +66,7 @@ class ReplicatorSource:
         on_plan: Callable[[SyncSession], None] | None = None,
         on_frame: Callable[[SyncSession, int], None] | None = None,
         on_read: Callable[[int], None] | None = None,
+        keep: int = KEEP_BUDGET,
     ) -> None:
         """``index``: the persistent index of the source's files, on a filesystem that lists
         with stat identities: ``True`` keeps it in the user's cache directory (see
@@ -78,7 +78,9 @@ class ReplicatorSource:
         ``dry_run``: walk, plan and encode the apply, count its bytes, but never send it.
         ``on_plan(session)`` is called with each plan before its first apply frame goes (it
         may raise ``Refused`` to stop the sync), ``on_frame(session, nbytes)`` after each
-        apply frame; ``on_read(nbytes)`` as file content is read to be hashed."""
+        apply frame; ``on_read(nbytes)`` as file content is read to be hashed. ``keep``:
+        compressed bytes of last-synced file versions kept to send later changes as deltas
+        (see ``merkle_sync.kept``; 0 keeps none)."""
         self.fs = fs
         self.dir = posixpath.normpath(dir_path)
         self.rpc_handle = rpc_handle
@@ -115,6 +117,7 @@ class ReplicatorSource:
             self._index = FileIndex(path)
         #: What the target held after the last good sync, kept across restarts.
         self._record = SyncedRecord(self._index.db) if self._index is not None else None
+        self._kept = KeptCopies(self._index.db if self._index is not None else None, keep)
         if self._index is not None:
             self._index.replaced = {}  # old versions of edited files, for that restart plan
         self._watched: set[str] = set()
@@ -186,13 +189,13 @@ class ReplicatorSource:
         n = self.hash_len
         # The target holds the old versions of edited files (else it refuses, and we walk).
         known = {h[:n] for tree in replaced for h, _, _ in tree.nodes()}
-        reply = self._probe_root(trusted(Walk, n, self.tree.hash, (), ()))
+        reply = probe_root(self.rpc_handle, self.stats, trusted(Walk, n, self.tree.hash, (), ()))
         if reply.equal:
             self._synced()
             return True
         if reply.root != old.hash[:n]:
             return False
-        session = SyncSession(self.tree, self._read, n, self.frame_literals)
+        session = self._session(n)
         try:
             self._run(session, session.start_change("", old, known, reply.root))
         except ProtocolError:
@@ -202,21 +205,6 @@ class ReplicatorSource:
         if session.equal:
             self._synced()
         return session.equal or self.dry_run  # a dry run reports the plan it made
-
-    def _probe_root(self, walk: Walk) -> WalkReply:
-        """One walk frame that lists nothing: the target says whether the roots are equal
-        and, if not, the start of its own."""
-        frame = encode(walk)
-        reply = self.rpc_handle(frame)
-        self.stats.bytes_up += len(frame)
-        self.stats.frames += 1
-        self.stats.round_trips += 1
-        if not isinstance(reply, Message):
-            self.stats.bytes_down += len(reply)
-            reply = decode(reply)
-        if not isinstance(reply, WalkReply) or reply.listings:
-            raise ProtocolError(f"unexpected reply {type(reply).__name__} to a root probe")
-        return reply
 
     def _synced(self) -> None:
         """The target equals our tree now: remember it, in memory and on disk."""
@@ -296,6 +284,13 @@ class ReplicatorSource:
                     found.update(h[: self.hash_len] for h, _, _ in sub.tree.nodes())
         return found
 
+    def _session(self, hash_len: int) -> SyncSession:
+        return SyncSession(self.tree, self._read, hash_len, self.frame_literals, self._kept)
+
+    def _keep(self, rel: str, node: FileNode, data: bytes) -> None:
+        if node.kind != KIND_LINK and not self.dry_run:
+            self._kept.put([(node.hash, data)])
+
     def _run(self, session: SyncSession, request: Any) -> None:
         """Drive a session over ``rpc_handle`` (see ``merkle_sync.driver``)."""
         stats = self.stats
@@ -304,10 +299,15 @@ class ReplicatorSource:
         driver = Driver(
             self.rpc_handle, stats, self.compression, self.dry_run, self.on_plan, self.on_frame
         )
+        session.on_whole = self._keep
         try:
             driver.run(session, request)
+            if session.equal and not self.dry_run:
+                self._kept.put(kept_rest(session, self._read))
         finally:
             self._data.clear()
+            if self._index is not None:
+                self._index.commit()  # the kept copies: another process may open the index
         if session.cutter is not None and (session.equal or self.dry_run or self.skipped):
             made = set(session.mkdirs)
             stats.created += len(made) + len(session.writes) - len(session.updated)
@@ -335,7 +335,7 @@ class ReplicatorSource:
                 self._known = known
                 self._in_sync = True
                 return  # the event changed nothing the target does not already have
-            session = SyncSession(self.tree, self._read, self.hash_len, self.frame_literals)
+            session = self._session(self.hash_len)
             try:
                 base = self._target_root[: self.hash_len]
                 request = session.start_change(rel, old, known, base, parent_meta)
@@ -361,7 +361,7 @@ class ReplicatorSource:
         try:
             while lengths:
                 hash_len = lengths[0]
-                session = SyncSession(self.tree, self._read, hash_len, self.frame_literals)
+                session = self._session(hash_len)
                 try:
                     self._run(session, session.start())
                     if self.dry_run:

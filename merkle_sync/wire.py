@@ -110,12 +110,14 @@ def pack(msg: object) -> bytes:
 
 
 def _write(w: Write) -> list:
-    """Trailing fields at their default are left out: ``offset``, then ``meta``."""
+    """Trailing fields at their default are left out: ``offset``, ``meta``, ``delta_from``."""
     out = [w.path, w.kind, w.size, w.hash, w.pieces]
-    if w.offset or w.meta is not None:
+    if w.offset or w.meta is not None or w.delta_from:
         out.append(w.offset)
-    if w.meta is not None:
-        out.append(list(w.meta))
+    if w.meta is not None or w.delta_from:
+        out.append(None if w.meta is None else list(w.meta))
+    if w.delta_from:
+        out.append(w.delta_from)
     return out
 
 
@@ -167,9 +169,9 @@ def _build(body: tuple) -> Message:
             raise ProtocolError("an apply has 8, 10 or 11 fields")
         hash_len, base, removes, mkdirs, writes, sizes, literals, basis, *stream = fields
         if not isinstance(writes, tuple) or not all(
-            isinstance(w, tuple) and 5 <= len(w) <= 7 for w in writes
+            isinstance(w, tuple) and 5 <= len(w) <= 8 for w in writes
         ):
-            raise ProtocolError("writes must be a list of 5 to 7 fields each")
+            raise ProtocolError("writes must be a list of 5 to 8 fields each")
         writes = tuple(Write(*w) for w in writes)
         attrs = _records(stream.pop(), Attr) if len(stream) == 3 else ()
         return Apply(

@@ -14,6 +14,7 @@ from merkle_sync import MemoryFileSystem, ReplicatorSource, ReplicatorTarget
 from merkle_sync.chunking import CHUNK_MAX, cut_leaves, stream_leaves
 from merkle_sync.contenttree import build_tree, stream_tree
 from merkle_sync.diskfs import DiskFileSystem
+from merkle_sync.kept import KEEP_BUDGET
 from merkle_sync.merkle import DirNode, encode_content
 from merkle_sync.protocol import Ack, ApplyReply, ProtocolError
 from merkle_sync.scan import scan
@@ -58,15 +59,19 @@ def test_files_span_frames_and_frames_hold_many_files():
     assert max(up for _, up, _ in rpc.log) < 2 * BUDGET
 
 
-def test_streaming_on_disk_stages_and_leaves_nothing_behind(tmp_path):
+@pytest.mark.parametrize("keep", [0, KEEP_BUDGET])
+def test_streaming_on_disk_stages_and_leaves_nothing_behind(tmp_path, keep):
     fs = DiskFileSystem()
     world(fs, str(tmp_path))
     target = ReplicatorTarget(fs, f"{tmp_path}/dst")
-    source = ReplicatorSource(fs, f"{tmp_path}/src", target.handle_request, frame_literals=BUDGET)
+    source = ReplicatorSource(
+        fs, f"{tmp_path}/src", target.handle_request, frame_literals=BUDGET, keep=keep
+    )
     assert same_tree(fs, f"{tmp_path}/src", fs, f"{tmp_path}/dst")
     assert source.stats.frames > 20
     assert os.listdir(tmp_path / "dst" / ".merkle_sync" / "tmp") == []
-    # A 1-byte edit of the big file: only the changed bytes travel, reused ranges are copied.
+    # A 1-byte edit of the big file: only the changed bytes travel, as a delta against the
+    # kept copy, or (with none kept) as chunks with the reused ranges copied.
     with open(tmp_path / "src" / "big.bin", "r+b") as f:
         f.seek(100_000)
         f.write(b"\xff")
@@ -74,7 +79,10 @@ def test_streaming_on_disk_stages_and_leaves_nothing_behind(tmp_path):
     source.rescan()
     assert same_tree(fs, f"{tmp_path}/src", fs, f"{tmp_path}/dst")
     assert source.stats.literal_bytes - before < 2048
-    assert source.stats.reused_bytes > 150_000
+    if keep:
+        assert source.stats.delta_files == 1
+    else:
+        assert source.stats.reused_bytes > 150_000
 
 
 class Flaky:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from merkle_sync import ReplicatorSource, ReplicatorTarget
 from merkle_sync.diskfs import DiskFileSystem
+from merkle_sync.kept import KEEP_BUDGET
 from tests.test_soak import listing
 
 
@@ -64,9 +67,11 @@ def test_a_target_not_as_recorded_is_walked(tmp_path):
     assert planned.stats.bytes_up == source.stats.bytes_up  # the dry run walked too
 
 
-def test_an_edit_after_a_restart_reuses_the_old_version_without_probing(tmp_path):
+@pytest.mark.parametrize("keep", [0, KEEP_BUDGET])
+def test_an_edit_after_a_restart_reuses_the_old_version_without_probing(tmp_path, keep):
     """The index kept the edited file's old leaves (even when it was written just before
-    it was hashed): they are what the target holds, so the plan needs no probes."""
+    it was hashed): they are what the target holds, so the plan needs no probes. With the
+    old version itself kept, the edit is a delta against it: not even a refinement."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     _tree(src)
     big = src / "pkg0" / "big.bin"
@@ -77,7 +82,9 @@ def test_an_edit_after_a_restart_reuses_the_old_version_without_probing(tmp_path
         data = bytearray(big.read_bytes())
         data[at : at + 4] = b"edit"
         big.write_bytes(bytes(data))
-        source = _restart(fs, src, dst)
+        source = _restart(fs, src, dst, keep=keep)
         assert listing(dst) == listing(src)
-        assert source.stats.round_trips == 3  # roots compared, the leaf refined, the apply
+        # Roots compared, (without a kept copy) the leaf refined, the apply.
+        assert source.stats.round_trips == (2 if keep else 3)
+        assert source.stats.delta_files == (1 if keep else 0)
         assert source.stats.literal_bytes < 2_000

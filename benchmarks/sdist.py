@@ -1,0 +1,142 @@
+"""Upgrades of a real, versioned source tree: the sdists of a popular package.
+
+pip's own sdists are used (not Django, which issue 11's first figures were measured on, so the
+design is checked on a second tree). They are downloaded once into ``benchmarks/.cache``
+(untracked) with ``pip download``; without a registry the workloads are skipped with the
+reason, never faked. Each tree is the sdist's content below its versioned top directory, so
+an upgrade changes files, not the name of the whole tree.
+
+Two releases apart, two ways each:
+
+* a **walk**: the target already holds the old release, the source starts with the new one;
+* a **change**: the source synced the old release, then the tree is replaced by the new one
+  and one event names the root (what the watcher delivers when a whole tree is rewritten).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from merkle_sync import FileSystemEvent, FileSystemEventType
+
+PACKAGE = "pip"
+#: (old, new): across a minor release, and a patch release.
+MINOR = ("24.1.2", "24.2")
+PATCH = ("24.1.1", "24.1.2")
+CACHE = Path(__file__).parent / ".cache"
+
+
+class Offline(Exception):
+    """The sdist is not cached and could not be downloaded."""
+
+
+def archive(version: str) -> Path:
+    """The cached sdist of ``version``, downloaded the first time."""
+    path = CACHE / f"{PACKAGE}-{version}.tar.gz"
+    if not path.exists():
+        CACHE.mkdir(exist_ok=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+             "-q", "-d", str(CACHE), f"{PACKAGE}=={version}"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if done.returncode or not path.exists():
+            raise Offline(f"{PACKAGE} {version} could not be downloaded: {done.stderr.strip()}")
+    return path
+
+
+@cache
+def files(version: str) -> dict[str, bytes]:
+    """Regular files of the sdist by path below its top directory (links and modes are not
+    part of these byte counts: the memory filesystem keeps content only)."""
+    out: dict[str, bytes] = {}
+    with tarfile.open(archive(version)) as tar:
+        for member in tar.getmembers():
+            _top, _, rel = member.name.partition("/")
+            if not member.isfile() or not rel:
+                continue
+            norm = posixpath.normpath(rel)
+            if norm.startswith(("/", "..")):
+                raise SystemExit(f"unexpected member in the sdist: {member.name!r}")
+            handle = tar.extractfile(member)
+            assert handle is not None
+            out[norm] = handle.read()
+    return out
+
+
+def available(versions: tuple[str, str]) -> str | None:
+    """``None`` when both sdists are at hand, else why the workload is skipped."""
+    try:
+        for version in versions:
+            files(version)
+    except Offline as exc:
+        return str(exc)
+    return None
+
+
+def write_tree(fs: Any, root: str, version: str) -> None:
+    fs.makedirs(root)
+    for rel, data in sorted(files(version).items()):
+        path = posixpath.join(root, rel)
+        fs.makedirs(posixpath.dirname(path))
+        fs.writefile(path, data)
+
+
+def replace_tree(fs: Any, root: str, version: str) -> None:
+    """Make ``root`` hold exactly ``version``: changed files rewritten, stale ones removed."""
+    new = files(version)
+    stack = [root]
+    while stack:  # remove files and directories the new release does not have
+        d = stack.pop()
+        for name in fs.listdir(d):
+            path = posixpath.join(d, name)
+            rel = posixpath.relpath(path, root)
+            if fs.isdir(path):
+                if any(k.startswith(rel + "/") for k in new):
+                    stack.append(path)
+                else:
+                    fs.removedir(path)
+            elif rel not in new:
+                fs.removefile(path)
+    for rel, data in sorted(new.items()):
+        path = posixpath.join(root, rel)
+        if fs.exists(path) and fs.isfile(path) and _read(fs, path) == data:
+            continue
+        fs.makedirs(posixpath.dirname(path))
+        fs.writefile(path, data)
+
+
+def _read(fs: Any, path: str) -> bytes:
+    data = fs.readfile(path)
+    return data.encode() if isinstance(data, str) else bytes(data)
+
+
+def walk_setup(versions: tuple[str, str]) -> Any:
+    def setup(src_fs: Any, src: str, dst_fs: Any, dst: str) -> None:
+        write_tree(src_fs, src, versions[1])
+        write_tree(dst_fs, dst, versions[0])
+
+    return setup
+
+
+def change_setup(versions: tuple[str, str]) -> Any:
+    def setup(src_fs: Any, src: str, dst_fs: Any, dst: str) -> None:
+        write_tree(src_fs, src, versions[0])
+        dst_fs.makedirs(dst)
+
+    return setup
+
+
+def change_steps(versions: tuple[str, str]) -> Any:
+    def steps(fs: Any, src: str) -> Iterator[list[FileSystemEvent]]:
+        replace_tree(fs, src, versions[1])
+        yield [FileSystemEvent(src, FileSystemEventType.FILE_MODIFIED)]
+
+    return steps
