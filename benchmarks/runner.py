@@ -45,7 +45,7 @@ def measure(workload: Workload, impl: str = "ours") -> dict[str, Any]:
     source_cls, target_cls = IMPLS[impl]
     src, dst = MemoryFileSystem(), MemoryFileSystem()
     workload.setup(src, SRC, dst, DST)
-    bound = workload.bound
+    bound = workload.bound() if callable(workload.bound) else workload.bound
     if bound is None:
         bound = sum(len(c) for c in snapshot(src, SRC).values() if c is not None)
     target = target_cls(dst, DST)

@@ -24,6 +24,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import zstandard
+
 from merkle_sync import FileSystemEvent, FileSystemEventType
 
 PACKAGE = "pip"
@@ -140,3 +142,71 @@ def change_steps(versions: tuple[str, str]) -> Any:
         yield [FileSystemEvent(src, FileSystemEventType.FILE_MODIFIED)]
 
     return steps
+
+
+def bound(versions: tuple[str, str]) -> Any:
+    """The issue's information bound: each changed file as ``zstd -19 --patch-from`` the old
+    version, plus the new files in one zstd -19 stream."""
+
+    def compute() -> int:
+        old, new = files(versions[0]), files(versions[1])
+        total = 0
+        for rel, data in new.items():
+            if rel in old and old[rel] != data:
+                base = zstandard.ZstdCompressionDict(
+                    old[rel], dict_type=zstandard.DICT_TYPE_RAWCONTENT
+                )
+                total += len(
+                    zstandard.ZstdCompressor(
+                        level=19, dict_data=base, write_checksum=False, write_dict_id=False
+                    ).compress(data)
+                )
+        added = b"".join(data for rel, data in sorted(new.items()) if rel not in old)
+        return total + (len(zstandard.ZstdCompressor(level=19).compress(added)) if added else 0)
+
+    return compute
+
+
+def workloads(workload: Any) -> list[Any]:
+    """The catalogue's rows for these upgrades and for an initial sync of the new tree
+    (``workload`` is the catalogue's class, passed in to avoid an import cycle)."""
+    out = []
+    for label, versions in (("minor", MINOR), ("patch", PATCH)):
+        old, new = versions
+        why = f"{PACKAGE} {old} -> {new}"
+        out.append(
+            workload(
+                f"{PACKAGE}_{label}_walk",
+                f"{why}: a walk, the target holds {old}",
+                walk_setup(versions),
+                bound=bound(versions),
+                unavailable=lambda v=versions: available(v),
+            )
+        )
+        out.append(
+            workload(
+                f"{PACKAGE}_{label}_change",
+                f"{why}: one event after a good sync of {old}",
+                change_setup(versions),
+                change_steps(versions),
+                bound=bound(versions),
+                unavailable=lambda v=versions: available(v),
+            )
+        )
+    out.append(
+        workload(
+            f"{PACKAGE}_initial",
+            f"{PACKAGE} {MINOR[1]} source tree into an empty target",
+            initial_setup(MINOR[1]),
+            unavailable=lambda: available((MINOR[1], MINOR[1])),
+        )
+    )
+    return out
+
+
+def initial_setup(version: str) -> Any:
+    def setup(src_fs: Any, src: str, dst_fs: Any, dst: str) -> None:
+        write_tree(src_fs, src, version)
+        dst_fs.makedirs(dst)
+
+    return setup

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks import sdist
 from merkle_sync import FileSystemEvent, FileSystemEventType
 
 ADDED = FileSystemEventType.FILE_OR_SUBDIR_ADDED
@@ -30,10 +31,16 @@ class Workload:
     description: str
     setup: Setup
     steps: Steps | None = None
-    #: Literal bytes of the change (the information bound); ``None``: all source content.
-    bound: int | None = None
+    #: Literal bytes of the change (the information bound); ``None``: all source content;
+    #: a callable computes it (from trees that are downloaded first).
+    bound: int | Callable[[], int] | None = None
     #: Too large for the CI gate; run by the report and by ``--check --full``.
     full_only: bool = False
+    #: Why the workload cannot run here (its input could not be downloaded), or ``None``.
+    unavailable: Callable[[], str | None] | None = None
+
+    def skip_reason(self) -> str | None:
+        return self.unavailable() if self.unavailable is not None else None
 
 
 def _write(fs: Any, path: str, content: str | bytes) -> None:
@@ -406,5 +413,7 @@ CATALOGUE = [
         bound=2 + 3 + 1 + 10 + 5 + 14,
     ),
 ]
+
+CATALOGUE += sdist.workloads(Workload)
 
 BY_NAME = {w.name: w for w in CATALOGUE}

@@ -55,12 +55,15 @@ class ApplyStream:
         hash_len: int,
         basis: Held,
         confirmed: list[bytes] | None = None,
+        probed: list | None = None,
     ) -> None:
         self.tree = tree
         self.store = store
         self.hash_len = hash_len
         self.basis = basis
         self.confirmed = confirmed if confirmed is not None else []
+        #: The walk's refinement probe: per leaf, where each sub-chunk was found, or None.
+        self.probed = probed if probed is not None else []
         self.next_part = 0
         self.open: _Open | None = None
 
@@ -192,6 +195,11 @@ class ApplyStream:
                 f.builder.leaf(digest, len(data))
                 f.sink.write(data)
             return
+        if isinstance(piece, tuple) and piece[0] == 0:
+            leaf = self._probed_leaf(piece, f.write.path, literals, cache)
+            f.builder.data(leaf)
+            f.sink.write(leaf)
+            return
         if isinstance(piece, tuple):  # one leaf from sub-chunks
             parts: list[bytes] = []
             size = 0
@@ -220,6 +228,31 @@ class ApplyStream:
         else:
             self.store.copy_node(f.sink, rel, node.tree, level, index, cache)
         f.builder.graft(node.tree, level, index)
+
+    def _probed_leaf(self, piece: tuple, path: str, literals: _Literals, cache) -> bytes:
+        """Leaf ``k`` of the probe: the old sub-chunks where found (each read and checked
+        against its hash: the old file may have changed since the walk), literals between."""
+        _, k, count = piece
+        if k >= len(self.probed):
+            raise ProtocolError(f"{path!r} names probed leaf {k}, the probe had {len(self.probed)}")
+        found = self.probed[k]
+        if sum(1 for f in found if f is None) != count:
+            raise ProtocolError(f"probed leaf {k} of {path!r} takes another number of literals")
+        parts: list[bytes | memoryview] = []
+        size = 0
+        for where in found:
+            if where is None:
+                data: bytes | memoryview = literals.next()[1]
+            else:
+                digest, rel, at, length = where
+                data = self.store.read(rel, at, at + length, cache)
+                if leaf_hash(data) != digest:
+                    raise StaleContent(rel)
+            size += len(data)
+            if size > CHUNK_MAX:
+                raise ProtocolError("a refined leaf grows past the largest leaf")
+            parts.append(data)
+        return b"".join(parts)
 
     def _sub(self, sub, literals: _Literals, local: Held, cache, room: int) -> list[bytes]:
         """The bytes of one sub-piece of a refined leaf, never more than ``room``."""

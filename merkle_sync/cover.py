@@ -7,10 +7,13 @@ changed in one place costs one leaf-to-root path, whatever its size.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from merkle_sync.contenttree import ContentTree
-from merkle_sync.frames import Item
 from merkle_sync.protocol import MAX_REUSE
+
+if TYPE_CHECKING:
+    from merkle_sync.frames import Item
 
 Held = Callable[[bytes], bool]
 
@@ -30,9 +33,7 @@ def missing_leaves(tree: ContentTree, n: int, held: Held) -> list[tuple[int, int
     return out
 
 
-def cover(
-    tree: ContentTree, n: int, held: Held, refined: dict[bytes, list[tuple[bytes, int, int]]]
-) -> Iterator[Item]:
+def cover(tree: ContentTree, n: int, held: Held, refined: dict[bytes, Any]) -> Iterator[Item]:
     """The file as top-down items: held nodes, and leaves (with their sub-chunks if refined).
 
     A held node larger than one frame may name is split into its children, which the
@@ -51,4 +52,4 @@ def cover(
         elif level:
             stack.extend((level - 1, c, False) for c in reversed(tree.children(level, index)))
         else:
-            yield key, start, end, tuple(refined.get(key, ()))
+            yield key, start, end, refined.get(key, ())

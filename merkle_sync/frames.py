@@ -18,6 +18,7 @@ from merkle_sync.chunking import CHUNK_MAX
 from merkle_sync.delta import delta_level, make_delta
 from merkle_sync.merkle import FileNode
 from merkle_sync.protocol import MAX_REUSE, Apply, Attr, Piece, Span, Write, trusted
+from merkle_sync.refine import Probed
 
 #: Literal bytes per frame. Measured on a 1 GiB initial sync on disk, both sides in one
 #: fresh process, 3 runs each (README, "Choosing the frame budget"): peak RSS 55 MiB with
@@ -33,8 +34,8 @@ FRAME_LITERALS = 4 << 20
 DELTA_GAIN = 4
 
 #: What a cover yields: a node the target holds ``(key, start, end, None)``, or a leaf it may
-#: lack ``(key, start, end, subs)`` with ``subs`` its refined sub-chunks (or ``()``).
-Item = tuple[bytes, int, int, "tuple[tuple[bytes, int, int], ...] | None"]
+#: lack ``(key, start, end, subs)`` with ``subs`` its probed sub-chunks (or ``()``).
+Item = tuple[bytes, int, int, "Probed | tuple[tuple[bytes, int, int], ...] | None"]
 
 
 @dataclass
@@ -192,6 +193,9 @@ class FrameCutter:
         key, start, end, subs = item
         if subs is None or self.held(key) or key in frame.sent:
             return self._name(key), 0, end - start, []
+        if isinstance(subs, Probed):
+            ranges = subs.literals()
+            return (0, subs.k, len(ranges)), sum(b - a for a, b in ranges), 0, ranges
         sent = frame.sent
         if not subs:
             sent.add(key)

@@ -11,11 +11,12 @@ for all spans of one request stays within ``MAX_BASIS_READ``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from merkle_sync.chunking import CHUNK_AVG, CHUNK_MAX, sub_chunks
 from merkle_sync.cover import missing_leaves
 from merkle_sync.merkle import FileNode
-from merkle_sync.protocol import MAX_BASIS_READ, Span
+from merkle_sync.protocol import MAX_BASIS, MAX_BASIS_READ, SUB_HASH, Span
 
 #: Missing leaves at least this large are refined into sub-chunks against the old leaves
 #: around the same place, when the file changed in at most REFINE_MAX_LEAVES leaves.
@@ -24,7 +25,24 @@ REFINE_MAX_LEAVES = 64
 #: What the target reads for one basis span at most: the span widened to whole leaves.
 _SPAN_READ = 2 * CHUNK_AVG + 2 * CHUNK_MAX
 
-SubChunk = tuple[bytes, int, int]  # (short hash, start, end) of a sub-chunk
+SubChunk = tuple[bytes, int, int]  # (hash, start, end) of a sub-chunk
+
+
+@dataclass
+class Probed:
+    """One refined leaf: the ``k``-th of the probe, its sub-chunks and which the target has.
+
+    The apply names it ``(0, k, m)``: the target rebuilds it from its own answer to the
+    probe, so neither the sub-chunk hashes nor their positions travel a second time.
+    """
+
+    k: int
+    parts: list[SubChunk]
+    found: list[bool] = field(default_factory=list)
+
+    def literals(self) -> list[tuple[int, int]]:
+        """The ranges of the sub-chunks the target lacks, in order."""
+        return [(a, b) for (_, a, b), hit in zip(self.parts, self.found, strict=True) if not hit]
 
 
 def refine(
@@ -32,16 +50,16 @@ def refine(
     hash_len: int,
     held: Callable[[bytes], bool],
     read: Callable[[str, int, int], bytes],
-    refined: dict[bytes, list[SubChunk]],
-) -> tuple[list[bytes], tuple[Span, ...]]:
-    """The sub-chunk hashes to ask about and the old spans to look in; ``refined`` gets each
-    refined leaf's sub-chunks by the leaf's short hash.
+    refined: dict[bytes, Probed],
+) -> tuple[tuple[bytes, ...], tuple[Span, ...]]:
+    """The probe (per leaf, its sub-chunks' ``SUB_HASH``-byte hashes) and the old spans to
+    look in, one per leaf; ``refined`` gets each leaf's ``Probed`` by its short hash.
 
     The span around each leaf is wide enough for small shifts; the target widens it to whole
     leaves of its own file and cuts those, just as each new leaf is cut here.
     """
     n = hash_len
-    wants: dict[bytes, None] = {}
+    probe: list[bytes] = []
     spans: list[Span] = []
     budget = MAX_BASIS_READ
     for rel, node in edited:
@@ -51,11 +69,21 @@ def refine(
             continue
         for i, a, b in big:
             budget -= b - a + _SPAN_READ
-            if budget < 0:
-                break
-            data = read(rel, a, b)
-            parts = [(h[:n], a + s, a + e) for h, s, e in sub_chunks(data)]
-            refined[node.tree.hash(0, i)[:n]] = parts
-            wants.update((p[0], None) for p in parts)
+            key = node.tree.hash(0, i)[:n]
+            if budget < 0 or len(spans) == MAX_BASIS:
+                return tuple(probe), tuple(spans)
+            if key in refined:
+                continue  # the same leaf in another file: one probe serves both
+            parts = [(h, a + s, a + e) for h, s, e in sub_chunks(read(rel, a, b))]
+            refined[key] = Probed(len(probe), parts)
+            probe.append(b"".join(h[:SUB_HASH] for h, _, _ in parts))
             spans.append(Span(rel, max(a - CHUNK_AVG, 0), b + CHUNK_AVG))
-    return list(wants), tuple(spans)
+    return tuple(probe), tuple(spans)
+
+
+def answer(refined: dict[bytes, Probed], bits: Callable[[int], bool], first: int) -> None:
+    """Record the target's answers, which start at bit ``first`` of its bitmap, in order."""
+    at = first
+    for probed in sorted(refined.values(), key=lambda p: p.k):
+        probed.found = [bits(at + i) for i in range(len(probed.parts))]
+        at += len(probed.parts)

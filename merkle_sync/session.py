@@ -40,12 +40,11 @@ from merkle_sync.protocol import (
     Attr,
     Entry,
     ProtocolError,
-    Span,
     Walk,
     WalkReply,
     trusted,
 )
-from merkle_sync.refine import SubChunk, refine
+from merkle_sync.refine import Probed, answer, refine
 
 _NodeRef = tuple[ContentTree, int, int]  # (tree, level, index)
 
@@ -100,9 +99,8 @@ class SyncSession:
         #: Written files that replace an older version the target holds.
         self.updated: set[str] = set()
         self._refining = False
-        self._refined: dict[bytes, list[SubChunk]] = {}
-        self._asked_subs: list[bytes] = []
-        self._basis: tuple[Span, ...] = ()
+        self._refined: dict[bytes, Probed] = {}
+        self._probe_sent = False
         self._frames: Iterator[Apply] | None = None
         self._handed = 0  # apply frames handed out
         self._acked = 0
@@ -191,10 +189,9 @@ class SyncSession:
             if listing is None:
                 raise ProtocolError(f"target reply does not match the walk at {rel!r}")
             self._diff(rel, listing)
-        for i, key in enumerate(self._asked_subs):
-            if reply.has(i):
-                self._have.add(key)
-                self._confirm(key)
+        if self._probe_sent:
+            self._probe_sent = False
+            answer(self._refined, reply.has, len(self._asked))
         for i, ref in enumerate(self._asked):
             if reply.has(i):
                 key = self._short(ref)
@@ -319,7 +316,6 @@ class SyncSession:
                 self._compare(join(rel, name), entry.kind, entry.hash, child, entry.meta)
 
     def _next(self) -> Walk | Apply:
-        self._asked_subs = []
         if self._dirs or self._probes:
             self._asked_dirs, self._dirs = self._dirs, []
             self._asked, self._probes = self._probes, []
@@ -341,11 +337,11 @@ class SyncSession:
             for rel, node in self.writes.items()
             if rel in self.updated and rel not in self.deltas
         )
-        wants, self._basis = refine(edited, self.hash_len, self._held, self.read, self._refined)
-        if not wants:
+        probe, spans = refine(edited, self.hash_len, self._held, self.read, self._refined)
+        if not probe:
             return None
-        self._asked_subs = wants
-        return trusted(Walk, self.hash_len, b"", (), tuple(wants), self._basis)
+        self._probe_sent = True
+        return trusted(Walk, self.hash_len, b"", (), (), spans, probe)
 
     # -- the final request -----------------------------------------------------------------
     def _cover(self, node: FileNode, held: Callable[[bytes], bool]) -> Iterator[Item]:
@@ -369,7 +365,7 @@ class SyncSession:
             self._base,
             tuple(self.removes),
             tuple(self.mkdirs),
-            self._basis,
+            (),
             tuple(self.attrs),
         )
         self.cutter = cutter = FrameCutter(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from merkle_sync.applier import ApplyStream, Held
@@ -15,6 +15,7 @@ from merkle_sync.merkle import DirNode, FileNode, iter_tree, lookup, put
 from merkle_sync.protocol import (
     MAX_BASIS_READ,
     MAX_CONFIRMED,
+    SUB_HASH,
     Ack,
     Apply,
     ApplyReply,
@@ -101,6 +102,9 @@ class ReplicatorTarget:
         self._stream: ApplyStream | None = None
         #: Hashes this sync's walks confirmed holding, in order (see ``MAX_CONFIRMED``).
         self._confirmed: list[bytes] = []
+        #: The refinement probe's leaves (see ``Walk.refine``): each sub-chunk where the
+        #: old version holds it, or ``None``. Kept until the apply names them.
+        self._probed: list[list[Found | None]] = []
 
     def close(self) -> None:
         """Let the directory go: its lock (another process may then write it) and its
@@ -124,12 +128,12 @@ class ReplicatorTarget:
             try:
                 reply = self._apply(request)
             except BaseException as exc:
-                self._confirmed = []
+                self._confirmed, self._probed = [], []
                 if isinstance(exc, StaleContent):
                     self._reindex(exc.rel)
                 raise
             if isinstance(reply, ApplyReply):
-                self._confirmed = []  # the sync is over
+                self._confirmed, self._probed = [], []  # the sync is over
             return reply
         raise ProtocolError(f"unknown request type {type(request).__name__}")
 
@@ -192,7 +196,7 @@ class ReplicatorTarget:
 
     def _walk(self, req: Walk) -> WalkReply:
         if req.root:  # a new sync starts
-            self._confirmed = []
+            self._confirmed, self._probed = [], []
         if req.root and req.root == self.tree.hash:
             if self.unmarked:  # it equals the source: a mirror from now on
                 self.unmarked = False
@@ -200,7 +204,8 @@ class ReplicatorTarget:
             return WalkReply(True, (), b"", 0)
         self._ensure_index()
         n = req.hash_len
-        subs = self._basis(req.basis, n)
+        cut = self._cut(req.basis)
+        subs = _by_hash(cut.values(), n) if not req.refine else {}
         listings: list[tuple[Entry, ...] | None] = []
         for rel in req.dirs:
             node = lookup(self.tree, rel)
@@ -218,15 +223,21 @@ class ReplicatorTarget:
                 bits[i // 8] |= 1 << (i % 8)
                 if len(confirmed) < MAX_CONFIRMED:
                     confirmed.append(h)
+        if req.refine:
+            self._probed = _probe(req, cut)
+            found = (f is not None for leaf in self._probed for f in leaf)
+            bits = _pack_bits(bits, len(req.have), found)
         root = self.tree.hash[:n] if req.root else b""  # the state the apply must find
         return trusted(WalkReply, False, tuple(listings), bytes(bits), len(self.index), root)
 
-    def _basis(self, spans: tuple[Span, ...], n: int) -> Held:
-        """Sub-chunks of the old leaves overlapping each span, by short hash.
+    def _cut(self, spans: tuple[Span, ...]) -> dict[Span, list[Sub]]:
+        """The sub-chunks of the old leaves overlapping each span, in file order.
 
-        What it reads is added up from the trees first, and refused past the budget.
+        What it reads is added up from the trees first, and refused past the budget; a leaf
+        under several spans is read and cut once.
         """
         leaves: dict[tuple[str, int], tuple[int, int]] = {}
+        per_span: dict[Span, list[tuple[str, int]]] = {}
         total = 0
         for span in spans:
             node = lookup(self.tree, span.path)
@@ -235,20 +246,21 @@ class ReplicatorTarget:
             ends = node.tree.leaf_ends()
             first = bisect_right(ends, span.start)
             last = min(bisect_left(ends, span.end), len(ends) - 1)
+            keys = per_span.setdefault(span, [])
             for leaf in range(first, last + 1):
+                keys.append((span.path, leaf))
                 if (span.path, leaf) not in leaves:
                     start, end = node.tree.span(0, leaf)
                     leaves[span.path, leaf] = (start, end)
                     total += end - start
             if total > MAX_BASIS_READ:
                 raise ProtocolError(f"basis spans would read more than {MAX_BASIS_READ} bytes")
-        subs: Held = {}
         cache: dict[str, bytes] = {}
-        for (rel, _), (start, end) in leaves.items():
+        cut: dict[tuple[str, int], list[Sub]] = {}
+        for (rel, leaf), (start, end) in leaves.items():
             data = self.store.read(rel, start, end, cache)
-            for sub, a, b in sub_chunks(data):
-                subs.setdefault(sub[:n], (sub, data[a:b]))
-        return subs
+            cut[rel, leaf] = [(sub, rel, start + a, data[a:b]) for sub, a, b in sub_chunks(data)]
+        return {span: [s for key in keys for s in cut[key]] for span, keys in per_span.items()}
 
     # -- applying --------------------------------------------------------------------------
     def _apply(self, req: Apply) -> ApplyReply | Ack:
@@ -269,8 +281,9 @@ class ReplicatorTarget:
                 self.tree,
                 self.store,
                 req.hash_len,
-                self._basis(req.basis, req.hash_len),
+                _by_hash(self._cut(req.basis).values(), req.hash_len),
                 self._confirmed,
+                self._probed,
             )
         elif self._stream is None:
             raise ProtocolError(f"apply frame {req.part} belongs to no open apply")
@@ -287,3 +300,39 @@ class ReplicatorTarget:
                 self._mark()
             return ApplyReply(self.tree.hash)
         return Ack(req.part)
+
+
+#: A sub-chunk of an old leaf: (full hash, path, offset, bytes).
+Sub = tuple[bytes, str, int, bytes]
+#: Where the target found a probed sub-chunk: (full hash, path, offset, length).
+Found = tuple[bytes, str, int, int]
+
+
+def _by_hash(cuts: Iterable[list[Sub]], n: int) -> Held:
+    """Sub-chunks by short hash, for applies that name them by hash."""
+    subs: Held = {}
+    for cut in cuts:
+        for digest, _, _, data in cut:
+            subs.setdefault(digest[:n], (digest, data))
+    return subs
+
+
+def _probe(req: Walk, cut: dict[Span, list[Sub]]) -> list[list[Found | None]]:
+    """Each probed sub-chunk looked up among the sub-chunks of its own span only."""
+    out: list[list[Found | None]] = []
+    for span, leaf in zip(req.basis, req.refine, strict=True):
+        near = {d[:SUB_HASH]: (d, rel, at, len(data)) for d, rel, at, data in cut[span]}
+        out.append([near.get(leaf[i : i + SUB_HASH]) for i in range(0, len(leaf), SUB_HASH)])
+    return out
+
+
+def _pack_bits(bits: bytearray, start: int, found: Iterable[bool]) -> bytearray:
+    """Append answers to a bitmap that already answers ``start`` items."""
+    i = start
+    for hit in found:
+        if i // 8 >= len(bits):
+            bits.append(0)
+        if hit:
+            bits[i // 8] |= 1 << (i % 8)
+        i += 1
+    return bits
