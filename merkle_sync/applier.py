@@ -18,11 +18,11 @@ from merkle_sync.chunking import CHUNK_MAX, cut_leaves, leaf_hash
 from merkle_sync.contenttree import TreeBuilder, build_tree
 from merkle_sync.delta import apply_delta
 from merkle_sync.freshness import StaleContent
-from merkle_sync.merkle import KIND_LINK, DirNode, FileNode, file_hash, lookup, put, split
+from merkle_sync.layout import check_layout
+from merkle_sync.merkle import KIND_LINK, DirNode, FileNode, file_hash, lookup, put
 from merkle_sync.patchfile import PatchedFile
 from merkle_sync.protocol import (
     DELTA_MAX,
-    MAX_PATH_BYTES,
     MAX_REUSE,
     Apply,
     Attr,
@@ -78,7 +78,8 @@ class ApplyStream:
         if req.part != self.next_part or req.hash_len != self.hash_len:
             raise ProtocolError(f"apply frame {req.part} arrived, {self.next_part} expected")
         self.next_part += 1
-        self._check_layout(req)
+        open_path = self.open.write.path if self.open is not None else None
+        check_layout(self.tree, self.store.dir, req, open_path)
         done: list[_Open] = []
         try:
             self._stage(req, done)
@@ -172,7 +173,10 @@ class ApplyStream:
             or old.tree.size > DELTA_MAX
         ):
             raise ProtocolError(f"{w.path!r} on the target is not what its delta is against")
-        base = self.store.read(w.path, 0, old.tree.size, cache)
+        try:
+            base = self.store.read(w.path, 0, old.tree.size, cache)
+        except OSError as exc:  # gone or replaced by hand since the target indexed it
+            raise StaleContent(w.path, f"cannot be read ({exc.strerror or exc})") from exc
         if build_tree(base).root != old.tree.root:
             raise StaleContent(w.path)
         new = apply_delta(base, delta, w.size)
@@ -245,7 +249,10 @@ class ApplyStream:
                 data: bytes | memoryview = literals.next()[1]
             else:
                 digest, rel, at, length = where
-                data = self.store.read(rel, at, at + length, cache)
+                try:
+                    data = self.store.read(rel, at, at + length, cache)
+                except OSError as exc:
+                    raise StaleContent(rel, f"cannot be read ({exc.strerror or exc})") from exc
                 if leaf_hash(data) != digest:
                     raise StaleContent(rel)
             size += len(data)
@@ -277,46 +284,7 @@ class ApplyStream:
             raise ProtocolError("a refined leaf grows past the largest leaf")
         return out
 
-    # -- layout and commit -----------------------------------------------------------------
-    def _check_layout(self, req: Apply) -> None:
-        """Every operation must make sense in order: nothing lands unless all of them do."""
-        removed: set[str] = set()
-        made: set[str] = set()
-
-        def gone(rel: str) -> bool:
-            parts = split(rel)
-            return any("/".join(parts[: i + 1]) in removed for i in range(len(parts)))
-
-        def is_dir(rel: str) -> bool:
-            if rel in made or not rel:
-                return True
-            return not gone(rel) and isinstance(lookup(self.tree, rel), DirNode)
-
-        def exists(rel: str) -> bool:
-            return rel in made or (not gone(rel) and lookup(self.tree, rel) is not None)
-
-        room = MAX_PATH_BYTES - len(self.store.dir.encode("utf-8", "surrogateescape")) - 1
-        for rel in (*req.mkdirs, *(w.path for w in req.writes)):
-            if len(rel.encode("utf-8", "surrogatepass")) >= room:  # PATH_MAX on the target
-                raise ProtocolError(f"{rel!r} is too long a path below this target")
-        for rel in req.removes:
-            if not exists(rel):
-                raise ProtocolError(f"cannot remove {rel!r}: nothing is there")
-            removed.add(rel)
-        for rel in req.mkdirs:
-            if exists(rel) or not is_dir(posixpath.dirname(rel)):
-                raise ProtocolError(f"cannot make directory {rel!r}")
-            made.add(rel)
-        for w in req.writes:
-            if is_dir(w.path) or not is_dir(posixpath.dirname(w.path)):
-                raise ProtocolError(f"cannot write file {w.path!r}")
-        written = {w.path for w in req.writes}
-        for attr in req.attrs:
-            if not (exists(attr.path) or attr.path in written) or (
-                self.open is not None and attr.path == self.open.write.path
-            ):
-                raise ProtocolError(f"cannot set metadata of {attr.path!r}: nothing is there")
-
+    # -- commit ----------------------------------------------------------------------------
     def _commit(self, req: Apply, done: list[_Open]) -> None:
         store = self.store
         touched: set[str] = set()  # directories whose entries change: their mtimes move

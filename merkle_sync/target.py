@@ -166,6 +166,30 @@ class ReplicatorTarget:
                     self.index.add(path, sub)
         if file_index is not None:
             file_index.commit()
+            self._rescan()
+
+    def _rescan(self) -> None:
+        """One file was changed by hand, so others may be too: stat every entry as at start
+        (what changed its stat identity is hashed again) and take what is there now, so the
+        source's next plan does not trip over the next such file."""
+        file_index = self.store.file_index
+        assert file_index is not None
+        scanner = Scanner(self.fs, None, file_index, False, self._ignore)
+        root = scanner.node(self.dir)
+        file_index.keep_only(scanner.seen)
+        file_index.commit()
+        if not isinstance(root, DirNode) or root.hash == self.tree.hash:
+            return
+        if self._indexed:
+            old = {p: n for p, n in iter_tree(self.tree) if isinstance(n, FileNode)}
+            new = {p: n for p, n in iter_tree(root) if isinstance(n, FileNode)}
+            for path, node in old.items():
+                if path not in new or new[path].hash != node.hash:
+                    self.index.remove(path)
+            for path, node in new.items():
+                if path not in old or old[path].hash != node.hash:
+                    self.index.add(path, node)
+        self.tree = root
 
     def _check_deletes(self, removes: tuple[str, ...]) -> None:
         limit = self.max_delete
@@ -258,7 +282,7 @@ class ReplicatorTarget:
         cache: dict[str, bytes] = {}
         cut: dict[tuple[str, int], list[Sub]] = {}
         for (rel, leaf), (start, end) in leaves.items():
-            data = self.store.read(rel, start, end, cache)
+            data = _read_held(self.store, rel, start, end, cache)
             cut[rel, leaf] = [(sub, rel, start + a, data[a:b]) for sub, a, b in sub_chunks(data)]
         return {span: [s for key in keys for s in cut[key]] for span, keys in per_span.items()}
 
@@ -306,6 +330,14 @@ class ReplicatorTarget:
 Sub = tuple[bytes, str, int, bytes]
 #: Where the target found a probed sub-chunk: (full hash, path, offset, length).
 Found = tuple[bytes, str, int, int]
+
+
+def _read_held(store: TargetStore, rel: str, start: int, end: int, cache: dict) -> bytes:
+    """Bytes of a file the tree says is there: gone or replaced by hand means stale."""
+    try:
+        return store.read(rel, start, end, cache)
+    except OSError as exc:
+        raise StaleContent(rel, f"cannot be read ({exc.strerror or exc})") from exc
 
 
 def _by_hash(cuts: Iterable[list[Sub]], n: int) -> Held:

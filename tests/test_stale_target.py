@@ -44,3 +44,22 @@ def test_a_copy_of_content_changed_by_hand_on_the_target_still_replicates(tmp_pa
     (src / "more.bin").write_bytes(original)
     source.handle_event(_event(str(src / "more.bin")))  # later syncs carry on
     assert same_tree(fs, str(src), fs, str(dst))
+
+
+def test_several_files_changed_by_hand_are_all_found_at_the_first_stale_one(tmp_path):
+    """Each hand-edited file, once reused, would cost one failed apply; there is one retry.
+    So the first stale file makes the target stat all of its files again (as at start)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    originals = {f"f{i}.bin": os.urandom(100_000) for i in range(4)}
+    for name, data in originals.items():
+        (src / name).write_bytes(data)
+    fs = DiskFileSystem()
+    target = ReplicatorTarget(fs, str(dst))
+    source = ReplicatorSource(fs, str(src), target.handle_request, keep=0)
+    for name in originals:  # same size, other bytes: only the stat identity tells
+        (dst / name).write_bytes(os.urandom(100_000))
+    for name, data in originals.items():  # a 1-byte edit each: reuses the rest of each
+        (src / name).write_bytes(data[:50_000] + b"x" + data[50_001:])
+    source.rescan()
+    assert same_tree(fs, str(src), fs, str(dst))
