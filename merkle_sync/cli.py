@@ -172,6 +172,14 @@ def sync_parser() -> argparse.ArgumentParser:
         help="zstd level of file data: 0 sends it plain; default: none locally, chosen by "
         "size over ssh",
     )
+    link.add_argument(
+        "--keep-copies",
+        type=_count,
+        metavar="MIB",
+        help="keep up to MIB MiB (compressed) of the small files each sync sends, so that "
+        "their next edits travel as deltas against them; 0 keeps none (default: 256 over "
+        "ssh, 0 locally, where bytes cost nothing and deltas cost CPU)",
+    )
     out = p.add_argument_group("output")
     out.add_argument("-v", "--verbose", action="store_true", help="list every change")
     out.add_argument("-q", "--quiet", action="store_true", help="print errors only")

@@ -26,6 +26,7 @@ from merkle_sync.checks import ProtocolError, Refused
 from merkle_sync.diskfs import DiskFileSystem
 from merkle_sync.fs import FileSystemEvent
 from merkle_sync.ignore import Ignore, source_patterns
+from merkle_sync.kept import KEEP_BUDGET
 from merkle_sync.report import Reporter
 from merkle_sync.scan import SPECIAL
 from merkle_sync.serve import serve
@@ -175,10 +176,12 @@ def _run(args: Namespace, stack: ExitStack) -> int:
             raise cli.UsageError(f"the source and the target overlap: {src!r} and {dst!r}")
         peer = Peer.local(dst)
         level = 0 if args.compress_level is None else args.compress_level
+        keep = 0 if args.keep_copies is None else args.keep_copies << 20
     else:
         host, path = where
         peer = Peer.remote(args.rsh, host, args.remote_cmd, path)
         level = args.compress_level
+        keep = KEEP_BUDGET if args.keep_copies is None else args.keep_copies << 20
     stack.callback(peer.close)
     rpc = peer.rpc
     rpc.start(options)  # the target opens and scans while the source is scanned here
@@ -208,6 +211,7 @@ def _run(args: Namespace, stack: ExitStack) -> int:
         on_plan=reporter.plan,
         on_frame=reporter.frame,
         on_read=reporter.read,
+        keep=keep,
     )
     fig = reporter.figures(SyncStats(), source.stats, started, source.skipped)
     reporter.done(fig)

@@ -492,3 +492,19 @@ def test_a_second_writer_into_the_same_target_is_refused(src, tmp_path):
         holder.kill()
         holder.wait()
     cli(str(src), str(dst))  # free again once the other process is gone
+
+
+def test_kept_copies_make_edits_deltas_locally_only_when_asked(src, tmp_path):
+    """Locally bytes cost nothing, so by default no copies are kept and an edit is sent as
+    chunks; with --keep-copies the next edit travels as a delta against the kept copy."""
+    mod = src / "pkg" / "mod.py"
+    for dst, flags, deltas in (
+        (tmp_path / "plain", (), 0),
+        (tmp_path / "kept", ("--keep-copies", "16"), 1),
+    ):
+        mod.write_text("print('hello')\n" * 50)
+        cli("-q", "--force", *flags, str(src), str(dst))
+        mod.write_text("print('hello')\n" * 25 + "print('edited')\n" + "print('hello')\n" * 24)
+        out = json.loads(cli("--json", *flags, str(src), str(dst)).stdout)
+        assert tree(dst) == tree(src)
+        assert (out["updated"], out["delta_files"]) == (1, deltas), out
