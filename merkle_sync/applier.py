@@ -12,10 +12,12 @@ staged until the frame that completes it; a failure anywhere aborts the staged f
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from merkle_sync.chunking import CHUNK_MAX, cut_leaves, leaf_hash
 from merkle_sync.contenttree import TreeBuilder, build_tree
+from merkle_sync.context import CONTEXT_MAX, unpack_literals
 from merkle_sync.delta import apply_delta
 from merkle_sync.freshness import StaleContent
 from merkle_sync.layout import check_layout
@@ -29,7 +31,7 @@ from merkle_sync.protocol import (
     ProtocolError,
     Write,
 )
-from merkle_sync.store import Sink, TargetStore
+from merkle_sync.store import MemoryStagedFile, Sink, TargetStore
 
 Held = dict[bytes, tuple[bytes, bytes | memoryview]]  # short hash -> (full hash, bytes)
 
@@ -120,13 +122,17 @@ class ApplyStream:
                     raise ProtocolError(f"a frame may name at most {MAX_REUSE} reused bytes")
 
     def _stage(self, req: Apply, done: list[_Open]) -> None:
-        literals = _Literals(req)
+        cache: dict[str, bytes] = {}
+        inflated = None
+        if req.packed:
+            context = self._context(req, cache)
+            inflated = unpack_literals(context, req.literals, sum(req.literal_sizes))
+        literals = _Literals(req, inflated)
         # Literals of this frame by short hash: each is hashed once, here.
         local: Held = {}
         for digest, data in zip(literals.digests, literals.chunks, strict=True):
             local.setdefault(digest[: self.hash_len], (digest, data))
         self._reuse(req, local)
-        cache: dict[str, bytes] = {}
         for i, w in enumerate(req.writes):
             if w.offset:
                 current = self.open
@@ -233,6 +239,57 @@ class ApplyStream:
             self.store.copy_node(f.sink, rel, node.tree, level, index, cache)
         f.builder.graft(node.tree, level, index)
 
+    def _context(self, req: Apply, cache: dict) -> bytes:
+        """The frame's context, as ``merkle_sync.context`` defines it: held bytes only, read
+        (and checked) before any literal is decoded."""
+        parts: list[bytes | memoryview] = []
+        total = 0
+        for w in req.writes:
+            if w.delta_from or w.size > DELTA_MAX:
+                continue
+            for piece in w.pieces:
+                for data in self._held(piece, cache):
+                    if total + len(data) > CONTEXT_MAX:
+                        return b"".join(parts)
+                    parts.append(data)
+                    total += len(data)
+        return b"".join(parts)
+
+    def _held(self, piece: object, cache: dict) -> Iterator[bytes | memoryview]:
+        """The bytes a piece contributes to the context: a confirmed node, or the found
+        sub-chunks of a probed leaf."""
+        if isinstance(piece, int) and piece < 0:
+            digest = self._named(piece)
+            found = self.basis.get(digest)
+            if found is not None:
+                yield found[1]
+                return
+            loc = self.store.index.find(digest)
+            if loc is None:
+                raise ProtocolError(f"context piece {digest.hex()} is not held")
+            rel, node, level, index = loc
+            buf = MemoryStagedFile()
+            self.store.copy_node(buf, rel, node.tree, level, index, cache)
+            yield bytes(buf.buf)
+        elif isinstance(piece, tuple) and piece[:1] == (0,):
+            _, k, _ = piece
+            if k >= len(self.probed):
+                raise ProtocolError(f"probed leaf {k} is not in the probe")
+            for where in self.probed[k]:
+                if where is not None:
+                    yield self._found(where, cache)
+
+    def _found(self, where: tuple, cache: dict) -> bytes:
+        """A probed sub-chunk from the old version, checked: it may have changed since."""
+        digest, rel, at, length = where
+        try:
+            data = self.store.read(rel, at, at + length, cache)
+        except OSError as exc:
+            raise StaleContent(rel, f"cannot be read ({exc.strerror or exc})") from exc
+        if leaf_hash(data) != digest:
+            raise StaleContent(rel)
+        return data
+
     def _probed_leaf(self, piece: tuple, path: str, literals: _Literals, cache) -> bytes:
         """Leaf ``k`` of the probe: the old sub-chunks where found (each read and checked
         against its hash: the old file may have changed since the walk), literals between."""
@@ -245,16 +302,7 @@ class ApplyStream:
         parts: list[bytes | memoryview] = []
         size = 0
         for where in found:
-            if where is None:
-                data: bytes | memoryview = literals.next()[1]
-            else:
-                digest, rel, at, length = where
-                try:
-                    data = self.store.read(rel, at, at + length, cache)
-                except OSError as exc:
-                    raise StaleContent(rel, f"cannot be read ({exc.strerror or exc})") from exc
-                if leaf_hash(data) != digest:
-                    raise StaleContent(rel)
+            data = literals.next()[1] if where is None else self._found(where, cache)
             size += len(data)
             if size > CHUNK_MAX:
                 raise ProtocolError("a refined leaf grows past the largest leaf")
@@ -361,8 +409,8 @@ def _continues(open_write: Write, w: Write, builder: TreeBuilder) -> bool:
 class _Literals:
     """The literal chunks of a frame with their leaf hashes, handed out in order."""
 
-    def __init__(self, req: Apply) -> None:
-        view = memoryview(req.literals)  # slices of the frame, never copies
+    def __init__(self, req: Apply, inflated: bytes | None = None) -> None:
+        view = memoryview(req.literals if inflated is None else inflated)  # slices, no copies
         self.chunks: list[memoryview] = []
         pos = 0
         for size in req.literal_sizes:

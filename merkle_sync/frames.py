@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from merkle_sync.chunking import CHUNK_MAX
+from merkle_sync.context import CONTEXT_MAX, CONTEXT_MIN, pack_literals
 from merkle_sync.delta import delta_level, make_delta
 from merkle_sync.merkle import FileNode
-from merkle_sync.protocol import MAX_REUSE, Apply, Attr, Piece, Span, Write, trusted
+from merkle_sync.protocol import DELTA_MAX, MAX_REUSE, Apply, Attr, Piece, Span, Write, trusted
 from merkle_sync.refine import Probed
+from merkle_sync.wire import stream_level
 
 #: Literal bytes per frame. Measured on a 1 GiB initial sync on disk, both sides in one
 #: fresh process, 3 runs each (README, "Choosing the frame budget"): peak RSS 55 MiB with
@@ -47,6 +49,10 @@ class _Frame:
     reused: int = 0
     sent: set[bytes] = field(default_factory=set)
     completed: list[FileNode] = field(default_factory=list)
+    #: Ranges of source files that make the frame's context (``merkle_sync.context``).
+    context: list[tuple[str, int, int]] = field(default_factory=list)
+    context_size: int = 0
+    context_full: bool = False
 
 
 @dataclass
@@ -138,6 +144,8 @@ class FrameCutter:
                         part += 1
                         frame = _Frame()
                 piece, lit, reuse, more = self._decide(item, frame)
+                if node.tree.size <= DELTA_MAX:
+                    _add_context(frame, rel, piece, item)
                 frame.literal += lit
                 frame.reused += reuse
                 _append(pieces, piece)
@@ -258,6 +266,10 @@ class FrameCutter:
         literals = b"".join(frame.chunks)
         if len(literals) != sum(frame.sizes):
             raise OSError("a source file changed while it was being sent")
+        packed = None
+        if frame.context_size >= CONTEXT_MIN and literals:
+            context = b"".join(self._read(rel, a, b) for rel, a, b in frame.context)
+            packed = pack_literals(context, literals, stream_level(len(literals)))
         head = self.head
         first = part == 0
         msg = trusted(
@@ -268,17 +280,41 @@ class FrameCutter:
             head.mkdirs if first else (),
             tuple(frame.writes),
             tuple(frame.sizes),
-            literals,
+            literals if packed is None else packed,
             head.basis if first else (),
             part,
             final,
             head.attrs if final else (),
+            packed is not None,
         )
         if not final:  # the target indexes these when the frame lands; later frames name them
             for node in frame.completed:
                 self._done.update(h[: self.n] for h, _, _ in node.tree.nodes())
         self.reused_bytes += frame.reused
         return msg
+
+
+def _add_context(frame: _Frame, rel: str, piece: Piece, item: Item) -> None:
+    """What this piece adds to the frame's context: a node named by its confirmed position,
+    or the found sub-chunks of a probed leaf, each while the context stays in its budget."""
+    if frame.context_full:
+        return
+    if isinstance(piece, int) and piece < 0:
+        ranges = [(item[1], item[2])]
+    elif isinstance(piece, tuple) and piece[:1] == (0,) and isinstance(item[3], Probed):
+        probed = item[3]
+        ranges = [(a, b) for (_, a, b), hit in zip(probed.parts, probed.found, strict=True) if hit]
+    else:
+        return
+    for a, b in ranges:
+        if frame.context_size + b - a > CONTEXT_MAX:
+            frame.context_full = True
+            return
+        if frame.context and frame.context[-1][0] == rel and frame.context[-1][2] == a:
+            frame.context[-1] = (rel, frame.context[-1][1], b)  # one read for adjacent ranges
+        else:
+            frame.context.append((rel, a, b))
+        frame.context_size += b - a
 
 
 def _append(pieces: list, piece: Piece) -> None:

@@ -353,6 +353,10 @@ class Apply(Message):
     final: bool = True
     #: Metadata of entries whose content did not change, and of directories, applied last.
     attrs: tuple[Attr, ...] = ()
+    #: ``literals`` is one zstd frame made with the frame's context as a dictionary: the
+    #: bytes the target already holds that this frame's small files reuse (see
+    #: ``merkle_sync.context``). It inflates to exactly ``sum(literal_sizes)`` bytes.
+    packed: bool = False
 
     def __post_init__(self) -> None:
         check_hash_len(self.hash_len)
@@ -387,7 +391,11 @@ class Apply(Message):
         runs = sum(literal_runs(w.pieces) for w in self.writes)
         _require(runs == len(self.literal_sizes), "pieces do not use each literal exactly once")
         _require(isinstance(self.literals, bytes), "literals must be bytes")
-        _require(len(self.literals) == sum(self.literal_sizes), "literal sizes do not add up")
+        _require(isinstance(self.packed, bool), "packed must be a bool")
+        if self.packed:
+            _require(sum(self.literal_sizes) <= MAX_FRAME, "packed literals inflate too far")
+        else:
+            _require(len(self.literals) == sum(self.literal_sizes), "literal sizes do not add up")
 
 
 @dataclass(frozen=True, slots=True)

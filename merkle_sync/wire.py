@@ -97,10 +97,12 @@ def pack(msg: object) -> bytes:
             msg.literals,
             _flat(msg.basis),
         ]
-        if msg.part or not msg.final or msg.attrs:  # one frame alone costs nothing extra
+        if msg.part or not msg.final or msg.attrs or msg.packed:  # defaults cost nothing
             body += (msg.part, msg.final)
-        if msg.attrs:
+        if msg.attrs or msg.packed:
             body.append(_flat(msg.attrs))
+        if msg.packed:
+            body.append(True)
     elif isinstance(msg, ApplyReply):
         body = [_APPLY_REPLY, msg.root]
     elif isinstance(msg, Ack):
@@ -169,14 +171,15 @@ def _build(body: tuple) -> Message:
             equal, tuple(x if x is None else _entries(x) for x in listings), have, indexed, *root
         )
     if code == _APPLY:
-        if len(fields) not in (8, 10, 11):
-            raise ProtocolError("an apply has 8, 10 or 11 fields")
+        if len(fields) not in (8, 10, 11, 12):
+            raise ProtocolError("an apply has 8, 10, 11 or 12 fields")
         hash_len, base, removes, mkdirs, writes, sizes, literals, basis, *stream = fields
         if not isinstance(writes, tuple) or not all(
             isinstance(w, tuple) and 5 <= len(w) <= 8 for w in writes
         ):
             raise ProtocolError("writes must be a list of 5 to 8 fields each")
         writes = tuple(Write(*w) for w in writes)
+        packed = stream.pop() if len(stream) == 4 else False
         attrs = _records(stream.pop(), Attr) if len(stream) == 3 else ()
         return Apply(
             hash_len,
@@ -189,6 +192,7 @@ def _build(body: tuple) -> Message:
             _records(basis, Span),
             *stream,
             attrs=attrs,
+            packed=packed,
         )
     if code == _APPLY_REPLY:
         return ApplyReply(*fields)
