@@ -12,14 +12,13 @@ staged until the frame that completes it; a failure anywhere aborts the staged f
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from merkle_sync.chunking import CHUNK_MAX, cut_leaves, leaf_hash
-from merkle_sync.contenttree import TreeBuilder, build_tree
-from merkle_sync.context import CONTEXT_MAX, unpack_literals
+from merkle_sync.contenttree import TreeBuilder
+from merkle_sync.context import unpack_literals
 from merkle_sync.delta import apply_delta
-from merkle_sync.freshness import StaleContent
+from merkle_sync.heldbytes import Held, HeldBytes
 from merkle_sync.layout import check_layout
 from merkle_sync.merkle import KIND_LINK, DirNode, FileNode, file_hash, lookup, put
 from merkle_sync.patchfile import PatchedFile
@@ -31,9 +30,7 @@ from merkle_sync.protocol import (
     ProtocolError,
     Write,
 )
-from merkle_sync.store import MemoryStagedFile, Sink, TargetStore
-
-Held = dict[bytes, tuple[bytes, bytes | memoryview]]  # short hash -> (full hash, bytes)
+from merkle_sync.store import Sink, TargetStore
 
 
 @dataclass
@@ -66,6 +63,7 @@ class ApplyStream:
         self.confirmed = confirmed if confirmed is not None else []
         #: The walk's refinement probe: per leaf, where each sub-chunk was found, or None.
         self.probed = probed if probed is not None else []
+        self.held = HeldBytes(store, basis, self.confirmed, self.probed)
         self.next_part = 0
         self.open: _Open | None = None
 
@@ -106,7 +104,7 @@ class ApplyStream:
         for w in req.writes:
             for piece in w.pieces:
                 if isinstance(piece, int) and piece < 0:
-                    piece = self._named(piece)
+                    piece = self.held.named(piece)
                 if not isinstance(piece, bytes):
                     continue
                 found = local.get(piece) or self.basis.get(piece)
@@ -125,7 +123,7 @@ class ApplyStream:
         cache: dict[str, bytes] = {}
         inflated = None
         if req.packed:
-            context = self._context(req, cache)
+            context = self.held.context(req, cache)
             inflated = unpack_literals(context, req.literals, sum(req.literal_sizes))
         literals = _Literals(req, inflated)
         # Literals of this frame by short hash: each is hashed once, here.
@@ -179,26 +177,14 @@ class ApplyStream:
             or old.tree.size > DELTA_MAX
         ):
             raise ProtocolError(f"{w.path!r} on the target is not what its delta is against")
-        try:
-            base = self.store.read(w.path, 0, old.tree.size, cache)
-        except OSError as exc:  # gone or replaced by hand since the target indexed it
-            raise StaleContent(w.path, f"cannot be read ({exc.strerror or exc})") from exc
-        if build_tree(base).root != old.tree.root:
-            raise StaleContent(w.path)
-        new = apply_delta(base, delta, w.size)
+        new = apply_delta(self.held.whole(w.path, old, cache), delta, w.size)
         for digest, length in cut_leaves(new):
             f.builder.leaf(digest, length)
         f.sink.write(new)
 
-    def _named(self, position: int) -> bytes:
-        """The hash a negative piece names: the target confirmed it during the walk."""
-        if -position > len(self.confirmed):
-            raise ProtocolError(f"piece {position} names no confirmed hash")
-        return self.confirmed[-position - 1]
-
     def _piece(self, f: _Open, piece, literals: _Literals, local: Held, cache) -> None:
         if isinstance(piece, int) and piece < 0:
-            piece = self._named(piece)
+            piece = self.held.named(piece)
         if isinstance(piece, int):
             for _ in range(piece):
                 digest, data = literals.next()
@@ -206,7 +192,7 @@ class ApplyStream:
                 f.sink.write(data)
             return
         if isinstance(piece, tuple) and piece[0] == 0:
-            leaf = self._probed_leaf(piece, f.write.path, literals, cache)
+            leaf = self.held.probed_leaf(piece, f.write.path, literals.next, cache)
             f.builder.data(leaf)
             f.sink.write(leaf)
             return
@@ -239,80 +225,10 @@ class ApplyStream:
             self.store.copy_node(f.sink, rel, node.tree, level, index, cache)
         f.builder.graft(node.tree, level, index)
 
-    def _context(self, req: Apply, cache: dict) -> bytes:
-        """The frame's context, as ``merkle_sync.context`` defines it: held bytes only, read
-        (and checked) before any literal is decoded."""
-        parts: list[bytes | memoryview] = []
-        total = 0
-        for w in req.writes:
-            if w.delta_from or w.size > DELTA_MAX:
-                continue
-            for piece in w.pieces:
-                for data in self._held(piece, cache):
-                    if total + len(data) > CONTEXT_MAX:
-                        return b"".join(parts)
-                    parts.append(data)
-                    total += len(data)
-        return b"".join(parts)
-
-    def _held(self, piece: object, cache: dict) -> Iterator[bytes | memoryview]:
-        """The bytes a piece contributes to the context: a confirmed node, or the found
-        sub-chunks of a probed leaf."""
-        if isinstance(piece, int) and piece < 0:
-            digest = self._named(piece)
-            found = self.basis.get(digest)
-            if found is not None:
-                yield found[1]
-                return
-            loc = self.store.index.find(digest)
-            if loc is None:
-                raise ProtocolError(f"context piece {digest.hex()} is not held")
-            rel, node, level, index = loc
-            buf = MemoryStagedFile()
-            self.store.copy_node(buf, rel, node.tree, level, index, cache)
-            yield bytes(buf.buf)
-        elif isinstance(piece, tuple) and piece[:1] == (0,):
-            _, k, _ = piece
-            if k >= len(self.probed):
-                raise ProtocolError(f"probed leaf {k} is not in the probe")
-            for where in self.probed[k]:
-                if where is not None:
-                    yield self._found(where, cache)
-
-    def _found(self, where: tuple, cache: dict) -> bytes:
-        """A probed sub-chunk from the old version, checked: it may have changed since."""
-        digest, rel, at, length = where
-        try:
-            data = self.store.read(rel, at, at + length, cache)
-        except OSError as exc:
-            raise StaleContent(rel, f"cannot be read ({exc.strerror or exc})") from exc
-        if leaf_hash(data) != digest:
-            raise StaleContent(rel)
-        return data
-
-    def _probed_leaf(self, piece: tuple, path: str, literals: _Literals, cache) -> bytes:
-        """Leaf ``k`` of the probe: the old sub-chunks where found (each read and checked
-        against its hash: the old file may have changed since the walk), literals between."""
-        _, k, count = piece
-        if k >= len(self.probed):
-            raise ProtocolError(f"{path!r} names probed leaf {k}, the probe had {len(self.probed)}")
-        found = self.probed[k]
-        if sum(1 for f in found if f is None) != count:
-            raise ProtocolError(f"probed leaf {k} of {path!r} takes another number of literals")
-        parts: list[bytes | memoryview] = []
-        size = 0
-        for where in found:
-            data = literals.next()[1] if where is None else self._found(where, cache)
-            size += len(data)
-            if size > CHUNK_MAX:
-                raise ProtocolError("a refined leaf grows past the largest leaf")
-            parts.append(data)
-        return b"".join(parts)
-
     def _sub(self, sub, literals: _Literals, local: Held, cache, room: int) -> list[bytes]:
         """The bytes of one sub-piece of a refined leaf, never more than ``room``."""
         if isinstance(sub, int) and sub < 0:
-            sub = self._named(sub)
+            sub = self.held.named(sub)
         if isinstance(sub, int):
             out = [literals.next()[1] for _ in range(sub)]
         else:

@@ -6,15 +6,28 @@ paths before anything else trusts the value. Any violation raises :class:`Protoc
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, fields
-from typing import TypeVar
+from dataclasses import dataclass
 
-from merkle_sync.checks import (
+from merkle_sync.checks import (  # the limits live there, beside the checks that use them
+    DELTA_MAX,
+    FILE_KINDS,
     FULL_HASH,
+    KINDS,
+    LINK_KIND,
+    MAX_BASIS,
+    MAX_BASIS_READ,
+    MAX_CONFIRMED,
+    MAX_FILE_SIZE,
+    MAX_FRAME,
     MAX_ITEMS,
+    MAX_LINK,
     MAX_PATH_BYTES,
+    MAX_REUSE,
+    MAX_SPAN,
+    MAX_SUBS,
     MIN_HASH,
     RESERVED,
+    SUB_HASH,
     ProtocolError,
     _require,
     check_hash,
@@ -24,8 +37,9 @@ from merkle_sync.checks import (
     check_meta,
     check_name,
     check_path,
+    trusted,
 )
-from merkle_sync.chunking import CHUNK_MAX, SUB_MIN
+from merkle_sync.chunking import CHUNK_MAX
 
 __all__ = [  # what the other modules take from here, the checks' names included
     "DELTA_MAX",
@@ -58,56 +72,6 @@ __all__ = [  # what the other modules take from here, the checks' names included
     "literal_runs",
     "trusted",
 ]
-
-#: Files up to what a disk allows (``off_t``): nothing assumes a file fits in memory.
-MAX_FILE_SIZE = (1 << 63) - 1
-#: A decoded frame never exceeds this; compressed frames are inflated against it.
-MAX_FRAME = 256 << 20
-#: Spans of old content a target may be asked to cut into sub-chunks for one request.
-MAX_BASIS = 4096
-MAX_SPAN = 4 * CHUNK_MAX
-#: Bytes of a sub-chunk's hash in a refinement probe. It is looked up only among the
-#: sub-chunks of its own basis span (a few leaves: about 100 of them), so a false match has
-#: odds of about 100 / 2**32 per probe: 1 in 13,000 for a sync that probes 3,300 of them
-#: (issue 11's pip upgrade). A false match is caught by the file hash and repaired by a walk
-#: with full hashes. 3 bytes would save 1 byte a probe at 256 times those odds.
-SUB_HASH = 4
-#: Sub-chunks of one leaf at most (each is at least ``SUB_MIN`` bytes).
-MAX_SUBS = CHUNK_MAX // SUB_MIN + 1
-#: Budgets of one request, checked by the target before it reads or copies anything, and
-#: respected by the source when it cuts an apply into frames:
-#: old bytes a request's basis spans may make the target read (whole leaves around each span),
-MAX_BASIS_READ = 32 << 20
-#: and bytes of reused pieces one apply frame may name (copied in the kernel on a disk).
-MAX_REUSE = 1 << 30
-#: Hashes the target confirmed holding during one sync's walk, in order: an apply may name
-#: one of them by its position (a negative piece) instead of repeating its hash.
-MAX_CONFIRMED = 1 << 20
-KINDS = (0, 1, 2, 3)  # directory, bytes file, str file, symbolic link
-FILE_KINDS = (1, 2, 3)
-LINK_KIND = 3
-#: A link's text, like a path, never exceeds this.
-MAX_LINK = 4096
-#: Largest file (old or new version) sent as a delta against the old one (see
-#: ``merkle_sync.delta``): both versions are held whole while it is made and applied.
-DELTA_MAX = 1 << 20
-
-
-_T = TypeVar("_T")
-
-
-def trusted(cls: type[_T], *args: object, **kwargs: object) -> _T:
-    """A record this side built from its own verified state, constructed without the checks.
-
-    Validation belongs where a message is untrusted: the receiving side decodes every frame
-    through the validating constructors. Checking what a side built itself only costs time
-    (an initial sync of 100,000 files built every recipe twice over).
-    """
-    obj = object.__new__(cls)
-    values = dict(zip(_FIELDS[cls], args, strict=False), **kwargs)
-    for name, default in _DEFAULTS[cls]:
-        object.__setattr__(obj, name, values.get(name, default))
-    return obj
 
 
 class Message:
@@ -420,11 +384,3 @@ class Ack(Message):
 
 Request = Walk | Apply
 Response = WalkReply | ApplyReply | Ack
-
-_FIELDS: dict[type, tuple[str, ...]] = {}
-_DEFAULTS: dict[type, tuple[tuple[str, object], ...]] = {}
-for _cls in (Entry, Span, Attr, Write, Walk, WalkReply, Apply, ApplyReply, Ack):
-    _FIELDS[_cls] = tuple(f.name for f in fields(_cls))
-    _DEFAULTS[_cls] = tuple(
-        (f.name, None if f.default is MISSING else f.default) for f in fields(_cls)
-    )
