@@ -31,9 +31,17 @@ MAX_SPAN = 4 * CHUNK_MAX
 #: Bytes of a sub-chunk's hash in a refinement probe. It is looked up only among the
 #: sub-chunks of its own basis span (a few leaves: about 100 of them), so a false match has
 #: odds of about 100 / 2**32 per probe: 1 in 13,000 for a sync that probes 3,300 of them
-#: (issue 11's pip upgrade). A false match is caught by the file hash and repaired by a walk
-#: with full hashes. 3 bytes would save 1 byte a probe at 256 times those odds.
+#: (issue 11's pip upgrade). A false match is caught by the file hash and repaired by the walk
+#: with full hashes that follows, whose probe has full hashes too (``probe_hash_len``).
 SUB_HASH = 4
+
+
+def probe_hash_len(hash_len: int) -> int:
+    """The probe's hash length in a walk of ``hash_len``: the retry with full hashes after
+    a false match must not meet the same false match again."""
+    return SUB_HASH if hash_len < FULL_HASH else FULL_HASH
+
+
 #: Sub-chunks of one leaf at most (each is at least ``SUB_MIN`` bytes).
 MAX_SUBS = CHUNK_MAX // SUB_MIN + 1
 #: Budgets of one request, checked by the target before it reads or copies anything, and

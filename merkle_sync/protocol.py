@@ -27,7 +27,6 @@ from merkle_sync.checks import (  # the limits live there, beside the checks tha
     MAX_SUBS,
     MIN_HASH,
     RESERVED,
-    SUB_HASH,
     ProtocolError,
     _require,
     check_hash,
@@ -37,6 +36,7 @@ from merkle_sync.checks import (  # the limits live there, beside the checks tha
     check_meta,
     check_name,
     check_path,
+    probe_hash_len,
     trusted,
 )
 from merkle_sync.chunking import CHUNK_MAX
@@ -144,7 +144,7 @@ class Walk(Message):
     have: tuple[bytes, ...]
     #: Old content to cut into sub-chunks, which then also count as held (refinement).
     basis: tuple[Span, ...] = ()
-    #: Refinement probe, one item per span of ``basis``: the ``SUB_HASH``-byte hashes of one
+    #: Refinement probe, one item per span of ``basis``: the ``probe_hash_len``-byte hashes of one
     #: changed leaf's sub-chunks, in order, looked up among that span's sub-chunks only. The
     #: reply's bitmap answers them after ``have``, and the target keeps what it found until
     #: the apply, which then names the leaf by its position here.
@@ -162,14 +162,15 @@ class Walk(Message):
         if self.refine:
             _require(len(self.refine) == len(self.basis), "one refined leaf per basis span")
             total = len(self.have)
+            width = probe_hash_len(self.hash_len)
             for leaf in check_items(self.refine, "refined leaves"):
                 _require(
                     isinstance(leaf, bytes)
-                    and 0 < len(leaf) <= MAX_SUBS * SUB_HASH
-                    and len(leaf) % SUB_HASH == 0,
+                    and 0 < len(leaf) <= MAX_SUBS * width
+                    and len(leaf) % width == 0,
                     "a refined leaf is a list of sub-chunk hashes",
                 )
-                total += len(leaf) // SUB_HASH
+                total += len(leaf) // width
             _require(total <= MAX_ITEMS, "too many hashes in one walk")
 
 

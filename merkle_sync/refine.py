@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from merkle_sync.checks import probe_hash_len
 from merkle_sync.chunking import CHUNK_AVG, CHUNK_MAX, sub_chunks
 from merkle_sync.cover import missing_leaves
 from merkle_sync.merkle import FileNode
-from merkle_sync.protocol import MAX_BASIS, MAX_BASIS_READ, SUB_HASH, Span
+from merkle_sync.protocol import MAX_BASIS, MAX_BASIS_READ, Span
 
 #: Missing leaves at least this large are refined into sub-chunks against the old leaves
 #: around the same place, when the file changed in at most REFINE_MAX_LEAVES leaves.
@@ -52,13 +53,14 @@ def refine(
     read: Callable[[str, int, int], bytes],
     refined: dict[bytes, Probed],
 ) -> tuple[tuple[bytes, ...], tuple[Span, ...]]:
-    """The probe (per leaf, its sub-chunks' ``SUB_HASH``-byte hashes) and the old spans to
+    """The probe (per leaf, its sub-chunks' ``probe_hash_len`` hashes) and the old spans to
     look in, one per leaf; ``refined`` gets each leaf's ``Probed`` by its short hash.
 
     The span around each leaf is wide enough for small shifts; the target widens it to whole
     leaves of its own file and cuts those, just as each new leaf is cut here.
     """
     n = hash_len
+    width = probe_hash_len(hash_len)
     probe: list[bytes] = []
     spans: list[Span] = []
     budget = MAX_BASIS_READ
@@ -76,7 +78,7 @@ def refine(
                 continue  # the same leaf in another file: one probe serves both
             parts = [(h, a + s, a + e) for h, s, e in sub_chunks(read(rel, a, b))]
             refined[key] = Probed(len(probe), parts)
-            probe.append(b"".join(h[:SUB_HASH] for h, _, _ in parts))
+            probe.append(b"".join(h[:width] for h, _, _ in parts))
             spans.append(Span(rel, max(a - CHUNK_AVG, 0), b + CHUNK_AVG))
     return tuple(probe), tuple(spans)
 

@@ -8,14 +8,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from merkle_sync.applier import ApplyStream, Held
-from merkle_sync.checks import RESERVED, Refused
+from merkle_sync.checks import RESERVED, Refused, probe_hash_len
 from merkle_sync.chunking import sub_chunks
 from merkle_sync.freshness import StaleContent
 from merkle_sync.merkle import DirNode, FileNode, iter_tree, lookup, put
 from merkle_sync.protocol import (
     MAX_BASIS_READ,
     MAX_CONFIRMED,
-    SUB_HASH,
     Ack,
     Apply,
     ApplyReply,
@@ -352,9 +351,10 @@ def _by_hash(cuts: Iterable[list[Sub]], n: int) -> Held:
 def _probe(req: Walk, cut: dict[Span, list[Sub]]) -> list[list[Found | None]]:
     """Each probed sub-chunk looked up among the sub-chunks of its own span only."""
     out: list[list[Found | None]] = []
+    width = probe_hash_len(req.hash_len)
     for span, leaf in zip(req.basis, req.refine, strict=True):
-        near = {d[:SUB_HASH]: (d, rel, at, len(data)) for d, rel, at, data in cut[span]}
-        out.append([near.get(leaf[i : i + SUB_HASH]) for i in range(0, len(leaf), SUB_HASH)])
+        near = {d[:width]: (d, rel, at, len(data)) for d, rel, at, data in cut[span]}
+        out.append([near.get(leaf[i : i + width]) for i in range(0, len(leaf), width)])
     return out
 
 
