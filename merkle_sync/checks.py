@@ -36,6 +36,17 @@ MAX_SPAN = 4 * CHUNK_MAX
 SUB_HASH = 4
 
 
+def digest_width(hash_len: int, children: int) -> int:
+    """Bytes of each entry digest in ``Walk.sums`` for a directory of ``children``: each of
+    them is compared with each of the target's (about as many), so the width grows with
+    the directory to keep a false match near one in a million per directory; with full
+    hashes (the retry after any failure) it is 32, so a false match never repeats."""
+    if hash_len >= FULL_HASH:
+        return FULL_HASH
+    bits = 2 * max(children, 1).bit_length() + 20
+    return min(hash_len, max(3, -(-bits // 8)))
+
+
 def probe_hash_len(hash_len: int) -> int:
     """The probe's hash length in a walk of ``hash_len``: the retry with full hashes after
     a false match must not meet the same false match again."""

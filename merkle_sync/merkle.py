@@ -24,6 +24,7 @@ Meta = tuple[int, int]
 
 FILE_KEY = blake3(derive_key_context=HASH_CONTEXT + "file").digest()
 DIR_KEY = blake3(derive_key_context=HASH_CONTEXT + "dir").digest()
+ENTRY_KEY = blake3(derive_key_context=HASH_CONTEXT + "entry").digest()
 
 
 def encode_content(content: str | bytes) -> tuple[int, bytes]:
@@ -38,6 +39,20 @@ def encode_content(content: str | bytes) -> tuple[int, bytes]:
 def decode_content(kind: int, data: bytes) -> str | bytes:
     """Inverse of :func:`encode_content`."""
     return data.decode("utf-8", "surrogatepass") if kind == KIND_STR else data
+
+
+def entry_digest(name: str, kind: int, digest: bytes, meta: Meta | None) -> bytes:
+    """One directory entry as a walk compares it (name, kind, full hash, metadata), hashed:
+    a few bytes of this stand for a whole listing entry (``Walk.sums``)."""
+    packed = msgpack.packb(
+        [
+            name.encode("utf-8", "surrogateescape"),
+            kind,
+            digest,
+            None if meta is None else list(meta),
+        ]
+    )
+    return blake3(packed, key=ENTRY_KEY).digest()
 
 
 def file_hash(kind: int, root: bytes) -> bytes:

@@ -149,6 +149,12 @@ class Walk(Message):
     #: reply's bitmap answers them after ``have``, and the target keeps what it found until
     #: the apply, which then names the leaf by its position here.
     refine: tuple[bytes, ...] = ()
+    #: Empty, or one item per directory of ``dirs``: a width byte (``digest_width``), then the
+    #: digests of the source's children there (``merkle.entry_digest``). The target then lists
+    #: only its entries whose digest is not among them, and its bitmap says, after ``have``
+    #: and before ``refine``, which of these digests it matched: an edit deep in a large tree
+    #: costs a few bytes per sibling, not a listing entry each (an empty item: list it all).
+    sums: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         check_hash_len(self.hash_len)
@@ -159,10 +165,22 @@ class Walk(Message):
         for h in check_items(self.have, "have hashes"):
             check_hash(h, self.hash_len)
         check_basis(self.basis)
+        total = len(self.have)
+        _require(isinstance(self.sums, tuple) and isinstance(self.refine, tuple), "bad walk lists")
+        if self.sums:
+            _require(len(self.sums) == len(self.dirs), "one list of digests per directory")
+            for packed in check_items(self.sums, "digest lists"):
+                _require(
+                    isinstance(packed, bytes)
+                    and (not packed or 1 <= packed[0] <= FULL_HASH)
+                    and (not packed or (len(packed) - 1) % packed[0] == 0),
+                    "a digest list is a width, then digests of that width",
+                )
+                total += (len(packed) - 1) // packed[0] if packed else 0
+            _require(total <= MAX_ITEMS, "too many hashes in one walk")
+        width = probe_hash_len(self.hash_len)
         if self.refine:
             _require(len(self.refine) == len(self.basis), "one refined leaf per basis span")
-            total = len(self.have)
-            width = probe_hash_len(self.hash_len)
             for leaf in check_items(self.refine, "refined leaves"):
                 _require(
                     isinstance(leaf, bytes)

@@ -25,11 +25,22 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable, Container, Iterator
 
+from merkle_sync.checks import digest_width
 from merkle_sync.contenttree import ContentTree
 from merkle_sync.cover import cover
 from merkle_sync.frames import FRAME_LITERALS, ApplyHead, FrameCutter, Item
 from merkle_sync.kept import Kept
-from merkle_sync.merkle import KIND_DIR, DirNode, FileNode, Meta, Node, iter_tree, join, lookup
+from merkle_sync.merkle import (
+    KIND_DIR,
+    DirNode,
+    FileNode,
+    Meta,
+    Node,
+    entry_digest,
+    iter_tree,
+    join,
+    lookup,
+)
 from merkle_sync.protocol import (
     DELTA_MAX,
     LINK_KIND,
@@ -93,6 +104,7 @@ class SyncSession:
         self._dirs: list[str] = []
         self._probes: list[_NodeRef] = []
         self._asked_dirs: list[str] = []
+        self._asked_names: list[list[str]] = []  # the children each digest list stands for
         self._asked: list[_NodeRef] = []
         self._queued: set[bytes] = set()
         self._probing = False
@@ -185,10 +197,18 @@ class SyncSession:
             self._probing = reply.indexed > 0
             if reply.root and not self._base:
                 self._base = reply.root[: self.hash_len]  # bind the apply to this target state
-        for rel, listing in zip(self._asked_dirs, reply.listings, strict=True):
+        at = len(self._asked)  # the digests' answers follow those of ``have``
+        for rel, listing, names in zip(
+            self._asked_dirs,
+            reply.listings,
+            self._asked_names or [()] * len(reply.listings),
+            strict=True,
+        ):
             if listing is None:
                 raise ProtocolError(f"target reply does not match the walk at {rel!r}")
-            self._diff(rel, listing)
+            matched = {name for j, name in enumerate(names) if reply.has(at + j)}
+            at += len(names)
+            self._diff(rel, listing, matched)
         if self._probe_sent:
             self._probe_sent = False
             answer(self._refined, reply.has, len(self._asked))
@@ -301,7 +321,9 @@ class SyncSession:
             and self.kept.has(short)
         )
 
-    def _diff(self, rel: str, listing: tuple[Entry, ...]) -> None:
+    def _diff(self, rel: str, listing: tuple[Entry, ...], matched: Container[str] = ()) -> None:
+        """``listing``: the target's entries at ``rel`` (those it did not match, when the walk
+        sent digests); ``matched``: children the target holds exactly as here."""
         source = lookup(self.root, rel)
         if not isinstance(source, DirNode):
             raise ProtocolError(f"target reply does not match the walk at {rel!r}")
@@ -309,20 +331,37 @@ class SyncSession:
         for name in target.keys() - source.children.keys() - source.keep:
             self.removes.append(join(rel, name))
         for name, child in source.children.items():
+            if name in matched:
+                continue
             entry = target.get(name)
             if entry is None:
                 self._add(join(rel, name), child)
             else:
                 self._compare(join(rel, name), entry.kind, entry.hash, child, entry.meta)
 
+    def _sums(self, dirs: list[str]) -> tuple[bytes, ...]:
+        """The digests of each directory's children (``Walk.sums``), remembering their names
+        to read the target's answers."""
+        self._asked_names = []
+        sums = []
+        for rel in dirs:
+            node = lookup(self.root, rel)
+            children = node.children if isinstance(node, DirNode) else {}
+            self._asked_names.append(list(children))
+            width = digest_width(self.hash_len, len(children))
+            digests = (entry_digest(k, c.kind, c.hash, c.meta)[:width] for k, c in children.items())
+            sums.append(bytes((width,)) + b"".join(digests))
+        return tuple(sums)
+
     def _next(self) -> Walk | Apply:
         if self._dirs or self._probes:
             self._asked_dirs, self._dirs = self._dirs, []
             self._asked, self._probes = self._probes, []
             have = tuple(self._short(r) for r in self._asked)
-            walk = trusted(Walk, self.hash_len, b"", tuple(self._asked_dirs), have)
+            sums = self._sums(self._asked_dirs)
+            walk = trusted(Walk, self.hash_len, b"", tuple(self._asked_dirs), have, (), (), sums)
             return self._count(walk)
-        self._asked_dirs, self._asked = [], []
+        self._asked_dirs, self._asked, self._asked_names = [], [], []
         if self.updated and not self._refining:
             self._refining = True
             refine = self._refine()

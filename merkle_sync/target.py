@@ -11,7 +11,7 @@ from merkle_sync.applier import ApplyStream, Held
 from merkle_sync.checks import RESERVED, Refused, probe_hash_len
 from merkle_sync.chunking import sub_chunks
 from merkle_sync.freshness import StaleContent
-from merkle_sync.merkle import DirNode, FileNode, iter_tree, lookup, put
+from merkle_sync.merkle import DirNode, FileNode, entry_digest, iter_tree, lookup, put
 from merkle_sync.protocol import (
     MAX_BASIS_READ,
     MAX_CONFIRMED,
@@ -230,15 +230,25 @@ class ReplicatorTarget:
         cut = self._cut(req.basis)
         subs = _by_hash(cut.values(), n) if not req.refine else {}
         listings: list[tuple[Entry, ...] | None] = []
-        for rel in req.dirs:
+        matched: list[bool] = []
+        for i, rel in enumerate(req.dirs):
             node = lookup(self.tree, rel)
-            if isinstance(node, DirNode):
-                entries = (
-                    trusted(Entry, k, c.kind, c.hash[:n], c.meta) for k, c in node.children.items()
-                )
-                listings.append(tuple(entries))
-            else:
+            packed = req.sums[i] if req.sums else b""
+            width = packed[0] if packed else 1
+            digests = [packed[j : j + width] for j in range(1, len(packed), width)]
+            if not isinstance(node, DirNode):
                 listings.append(None)
+                matched += [False] * len(digests)
+                continue
+            children = node.children.items()
+            if packed:
+                theirs = set(digests)
+                ours = {k: entry_digest(k, c.kind, c.hash, c.meta)[:width] for k, c in children}
+                mine = set(ours.values())
+                children = [(k, c) for k, c in children if ours[k] not in theirs]
+                matched += (d in mine for d in digests)
+            entries = (trusted(Entry, k, c.kind, c.hash[:n], c.meta) for k, c in children)
+            listings.append(tuple(entries))
         bits = bytearray((len(req.have) + 7) // 8)
         confirmed = self._confirmed
         for i, h in enumerate(req.have):
@@ -246,10 +256,11 @@ class ReplicatorTarget:
                 bits[i // 8] |= 1 << (i % 8)
                 if len(confirmed) < MAX_CONFIRMED:
                     confirmed.append(h)
+        bits = _pack_bits(bits, len(req.have), matched)
         if req.refine:
             self._probed = _probe(req, cut)
             found = (f is not None for leaf in self._probed for f in leaf)
-            bits = _pack_bits(bits, len(req.have), found)
+            bits = _pack_bits(bits, len(req.have) + len(matched), found)
         root = self.tree.hash[:n] if req.root else b""  # the state the apply must find
         return trusted(WalkReply, False, tuple(listings), bytes(bits), len(self.index), root)
 

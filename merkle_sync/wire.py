@@ -77,8 +77,10 @@ def pack(msg: object) -> bytes:
     """The msgpack body of a message; its first element names the message type."""
     if isinstance(msg, Walk):
         body = [_WALK, msg.hash_len, msg.root, msg.dirs, msg.have, _flat(msg.basis)]
-        if msg.refine:
+        if msg.refine or msg.sums:
             body.append(msg.refine)
+        if msg.sums:
+            body.append(msg.sums)
     elif isinstance(msg, WalkReply):
         listings = [None if x is None else _flat(x) for x in msg.listings]
         body = [_WALK_REPLY, msg.equal, listings, msg.have, msg.indexed]
@@ -157,10 +159,10 @@ def _unsqueeze(frame: bytes) -> bytes:
 def _build(body: tuple) -> Message:
     code, *fields = body
     if code == _WALK:
-        if len(fields) not in (5, 6):
-            raise ProtocolError("a walk has 5 or 6 fields")
-        hash_len, root, dirs, have, basis, *refine = fields
-        return Walk(hash_len, root, dirs, have, _records(basis, Span), *refine)
+        if len(fields) not in (5, 6, 7):
+            raise ProtocolError("a walk has 5 to 7 fields")
+        hash_len, root, dirs, have, basis, *more = fields
+        return Walk(hash_len, root, dirs, have, _records(basis, Span), *more)
     if code == _WALK_REPLY:
         if len(fields) not in (4, 5):
             raise ProtocolError("a walk reply has 4 or 5 fields")
