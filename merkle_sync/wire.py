@@ -55,6 +55,17 @@ def _records(flat: object, cls: type) -> tuple:
     return tuple(cls(*flat[i : i + 3]) for i in range(0, len(flat), 3))
 
 
+def _split(packed: object, width: object) -> tuple[bytes, ...]:
+    """Hashes of one length, joined into one string on the wire (nil: none)."""
+    if packed is None:
+        return ()
+    if not isinstance(packed, bytes) or type(width) is not int or width <= 0:
+        raise ProtocolError("hashes must be one string of a valid hash length")
+    if len(packed) % width:
+        raise ProtocolError("the hashes are not all of the walk's length")
+    return tuple(packed[i : i + width] for i in range(0, len(packed), width))
+
+
 def _entries(flat: object) -> tuple[Entry, ...]:
     if not isinstance(flat, tuple):
         raise ProtocolError("a listing must be a flat list")
@@ -76,7 +87,9 @@ def _entries(flat: object) -> tuple[Entry, ...]:
 def pack(msg: object) -> bytes:
     """The msgpack body of a message; its first element names the message type."""
     if isinstance(msg, Walk):
-        body = [_WALK, msg.hash_len, msg.root, msg.dirs, msg.have, _flat(msg.basis)]
+        # The hashes asked about travel as one string (nil when none: one byte, as before).
+        have = b"".join(msg.have) or None
+        body = [_WALK, msg.hash_len, msg.root, msg.dirs, have, _flat(msg.basis)]
         if msg.refine or msg.sums:
             body.append(msg.refine)
         if msg.sums:
@@ -161,8 +174,8 @@ def _build(body: tuple) -> Message:
     if code == _WALK:
         if len(fields) not in (5, 6, 7):
             raise ProtocolError("a walk has 5 to 7 fields")
-        hash_len, root, dirs, have, basis, *more = fields
-        return Walk(hash_len, root, dirs, have, _records(basis, Span), *more)
+        hash_len, root, dirs, packed, basis, *more = fields
+        return Walk(hash_len, root, dirs, _split(packed, hash_len), _records(basis, Span), *more)
     if code == _WALK_REPLY:
         if len(fields) not in (4, 5):
             raise ProtocolError("a walk reply has 4 or 5 fields")

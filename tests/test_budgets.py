@@ -56,7 +56,7 @@ def test_basis_spans_past_the_read_budget_are_refused_before_reading():
 
 def test_a_walk_listing_one_directory_twice_is_refused():
     fs, target, _ = make_target()
-    frame = msgpack.packb([1, 8, b"", [""] * 1000, [], []])
+    frame = msgpack.packb([1, 8, b"", [""] * 1000, b"", []])
     assert_refused_untouched(fs, target, frame)
 
 

@@ -158,12 +158,12 @@ def test_a_walk_asks_about_at_most_max_items_hashes_probe_included():
 @pytest.mark.parametrize(
     "body",
     [
-        [1, 8, b"", [], [], [], [b"abcd"]],  # a probe without its basis
-        [1, 8, b"", [], [], ["f", 0, 100], [b"abc"]],  # ragged
-        [1, 8, b"", [], [], ["f", 0, 100], b"abcd"],  # not a list of leaves
-        [1, 8, b"", [], [], ["f", 0, 100], [b"abcd"], 0],  # digests that are not a list
-        [1, 8, b"", [], [], ["f", 0, 100], [b"abcd"], [], 0],  # 8 fields
-        [1, 8, b"", [], []],  # 4 fields
+        [1, 8, b"", [], b"", [], [b"abcd"]],  # a probe without its basis
+        [1, 8, b"", [], b"", ["f", 0, 100], [b"abc"]],  # ragged
+        [1, 8, b"", [], b"", ["f", 0, 100], b"abcd"],  # not a list of leaves
+        [1, 8, b"", [], b"", ["f", 0, 100], [b"abcd"], 0],  # digests that are not a list
+        [1, 8, b"", [], b"", ["f", 0, 100], [b"abcd"], [], 0],  # 8 fields
+        [1, 8, b"", [], b""],  # 4 fields
     ],
     ids=["no-basis", "ragged", "bytes", "bad-digests", "eight-fields", "four-fields"],
 )

@@ -185,14 +185,14 @@ def test_paths_that_leave_the_target_are_rejected(target, path):
         msgpack.packb([3, 8, b"", [], [path], [], [], b"", []]),
         msgpack.packb([3, 8, b"", [], [], [[path, 1, 1, H8, [1]]], [1], b"x", []]),
         msgpack.packb([3, 8, b"", [], [], [], [], b"", [path, 0, 10]]),
-        msgpack.packb([1, 8, b"", [], [], [path, 0, 10]]),
+        msgpack.packb([1, 8, b"", [], b"", [path, 0, 10]]),
     ]
     if path != "":  # the empty path names the root in a walk's directory list: legal
-        frames.append(msgpack.packb([1, 8, b"", [path], [], []]))
+        frames.append(msgpack.packb([1, 8, b"", [path], b"", []]))
     for frame in frames:
         assert_rejected_without_change(fs, t, frame)
     # The same frames with a safe path are well-formed, so the path alone was refused.
-    assert decode(msgpack.packb([1, 8, b"", ["d"], [], ["d/f", 0, 10]])).dirs == ("d",)
+    assert decode(msgpack.packb([1, 8, b"", ["d"], b"", ["d/f", 0, 10]])).dirs == ("d",)
 
 
 def test_inconsistent_applies_change_nothing(target):
@@ -241,7 +241,7 @@ def test_frames_are_compressed_when_it_pays():
     names = tuple(f"some/long/directory/name/number/{i}" for i in range(50))
     frame = encode(Walk(8, b"", names, ()))
     assert frame.startswith(b"\x28\xb5\x2f\xfd")
-    assert len(frame) < len(msgpack.packb([1, 8, b"", names, []])) / 4
+    assert len(frame) < len(msgpack.packb([1, 8, b"", names, b""])) / 4
     assert decode(frame) == Walk(8, b"", names, ())
 
 
@@ -279,3 +279,12 @@ def test_bytes_after_a_compressed_frame_are_refused():
     for tail in (b"x", b"junk" * 1000, frame):
         with pytest.raises(ProtocolError):
             decode(frame + tail)
+
+
+@pytest.mark.parametrize("have", [b"\x01" * 7, b"\x01" * 9, [b"\x01" * 8], "text"])
+def test_hashes_asked_about_must_be_one_string_of_whole_hashes(have):
+    """A walk's hashes travel joined: a length that is not a multiple, or another type, is
+    refused before anything is looked up."""
+    with pytest.raises(ProtocolError):
+        decode(msgpack.packb([1, 8, b"", [], have, []]))
+    assert decode(msgpack.packb([1, 8, b"", [], b"\x01" * 16, []])).have == (b"\x01" * 8,) * 2
