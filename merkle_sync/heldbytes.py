@@ -46,43 +46,55 @@ class HeldBytes:
 
     def context(self, req: Apply, cache: dict) -> bytes:
         """The frame's context, as ``merkle_sync.context`` defines it: held bytes only, read
-        (and checked) before any literal is decoded."""
+        (and checked) before any literal is decoded. Each piece's size is known before it is
+        read, so a frame naming a huge held node reads nothing past ``CONTEXT_MAX``."""
         parts: list[bytes | memoryview] = []
         total = 0
         for w in req.writes:
             if w.delta_from or w.size > DELTA_MAX:
                 continue
             for piece in w.pieces:
-                for data in self._pieces(piece, cache):
-                    if total + len(data) > CONTEXT_MAX:
+                for length, fetch in self._pieces(piece, cache):
+                    if total + length > CONTEXT_MAX:
                         return b"".join(parts)
+                    data = fetch()
+                    if len(data) != length:
+                        raise ProtocolError("a held piece is not the size its tree says")
                     parts.append(data)
-                    total += len(data)
+                    total += length
         return b"".join(parts)
 
-    def _pieces(self, piece: object, cache: dict) -> Iterator[bytes | memoryview]:
-        """The bytes a piece contributes to the context: a confirmed node, or the found
-        sub-chunks of a probed leaf."""
+    def _pieces(
+        self, piece: object, cache: dict
+    ) -> Iterator[tuple[int, Callable[[], bytes | memoryview]]]:
+        """What a piece contributes to the context, as (size, read it): a confirmed node, or
+        the found sub-chunks of a probed leaf."""
         if isinstance(piece, int) and piece < 0:
             digest = self.named(piece)
             found = self.basis.get(digest)
             if found is not None:
-                yield found[1]
+                data = found[1]
+                yield len(data), lambda: data
                 return
             loc = self.store.index.find(digest)
             if loc is None:
                 raise ProtocolError(f"context piece {digest.hex()} is not held")
             rel, node, level, index = loc
-            buf = MemoryStagedFile()
-            self.store.copy_node(buf, rel, node.tree, level, index, cache)
-            yield bytes(buf.buf)
+            start, end = node.tree.span(level, index)
+
+            def read() -> bytes:
+                buf = MemoryStagedFile()
+                self.store.copy_node(buf, rel, node.tree, level, index, cache)
+                return bytes(buf.buf)
+
+            yield end - start, read
         elif isinstance(piece, tuple) and piece[:1] == (0,):
             _, k, _ = piece
             if k >= len(self.probed):
                 raise ProtocolError(f"probed leaf {k} is not in the probe")
             for where in self.probed[k]:
                 if where is not None:
-                    yield self.found(where, cache)
+                    yield where[3], lambda where=where: self.found(where, cache)
 
     def found(self, where: tuple, cache: dict) -> bytes:
         """A probed sub-chunk from the old version, checked: it may have changed since."""

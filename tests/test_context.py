@@ -196,3 +196,28 @@ def _replace(apply: Apply, **changes) -> Apply:
     fields = {name: getattr(apply, name) for name in apply.__slots__}
     fields.update(changes)
     return Apply(**fields)
+
+
+def test_a_packed_frame_naming_a_huge_held_node_reads_nothing_of_it():
+    """The context is bounded before anything is read: a small file's recipe that names a
+    20 MiB node the target confirmed would make a naive target read it all into memory."""
+    from merkle_sync.context import CONTEXT_MAX
+    from merkle_sync.merkle import FileNode
+    from merkle_sync.protocol import Walk, Write
+
+    fs = MemoryFileSystem()
+    big = random.Random(5).randbytes(CONTEXT_MAX + (1 << 20))
+    fs.makedirs("/t")
+    fs.writefile("/t/big.bin", big)
+    target = ReplicatorTarget(fs, "/t")
+    tree = FileNode.from_data(1, big).tree
+    root = tree.hash(tree.height - 1, 0)
+    target.handle_request(encode(Walk(8, b"", (), (root[:8],))))  # confirmed: position -1
+    reads = fs.get_num_operations("readfile")
+    literals = b"x" * 100
+    write = Write("small.bin", 1, 100, b"\0" * 8, (-1, 1))
+    hostile = Apply(8, b"", (), (), (write,), (100,), literals, packed=True)
+    with pytest.raises(ProtocolError):
+        target.handle_request(encode(hostile))
+    assert fs.get_num_operations("readfile") == reads
+    assert not fs.exists("/t/small.bin")
