@@ -25,6 +25,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable, Container, Iterator
 
+from merkle_sync import protocol
 from merkle_sync.checks import digest_width
 from merkle_sync.contenttree import ContentTree
 from merkle_sync.cover import cover
@@ -339,14 +340,21 @@ class SyncSession:
             else:
                 self._compare(join(rel, name), entry.kind, entry.hash, child, entry.meta)
 
-    def _sums(self, dirs: list[str]) -> tuple[bytes, ...]:
+    def _sums(self, dirs: list[str], have: int) -> tuple[bytes, ...]:
         """The digests of each directory's children (``Walk.sums``), remembering their names
-        to read the target's answers."""
+        to read the target's answers. Past the walk's item limit (with ``have`` hashes in
+        it already), a directory gets an empty item: the target lists it whole."""
         self._asked_names = []
         sums = []
+        room = protocol.MAX_ITEMS - have
         for rel in dirs:
             node = lookup(self.root, rel)
             children = node.children if isinstance(node, DirNode) else {}
+            if len(children) > room:
+                self._asked_names.append([])
+                sums.append(b"")
+                continue
+            room -= len(children)
             self._asked_names.append(list(children))
             width = digest_width(self.hash_len, len(children))
             digests = (entry_digest(k, c.kind, c.hash, c.meta)[:width] for k, c in children.items())
@@ -358,7 +366,7 @@ class SyncSession:
             self._asked_dirs, self._dirs = self._dirs, []
             self._asked, self._probes = self._probes, []
             have = tuple(self._short(r) for r in self._asked)
-            sums = self._sums(self._asked_dirs)
+            sums = self._sums(self._asked_dirs, len(have))
             walk = trusted(Walk, self.hash_len, b"", tuple(self._asked_dirs), have, (), (), sums)
             return self._count(walk)
         self._asked_dirs, self._asked, self._asked_names = [], [], []
