@@ -190,3 +190,24 @@ def trusted(cls: type[_T], *args: object, **kwargs: object) -> _T:
     for name, default in shape[1]:
         object.__setattr__(obj, name, values.get(name, default))
     return obj
+
+
+def check_run(p: object) -> int:
+    """A count of literals taken in order (positive), or ``-(i + 1)`` for the ``i``-th hash
+    the target confirmed during the walk (negative)."""
+    _require(type(p) is int and p != 0 and -MAX_CONFIRMED <= p <= MAX_ITEMS, f"bad piece {p!r}")
+    assert isinstance(p, int)
+    return p
+
+
+def literal_runs(pieces: tuple) -> int:
+    """How many literals a recipe takes, refined leaves included."""
+    total = 0
+    for p in pieces:
+        if isinstance(p, int):
+            total += max(p, 0)
+        elif isinstance(p, tuple) and p[:1] == (0,):
+            total += p[2]  # type: ignore[operator]
+        elif isinstance(p, tuple):
+            total += sum(q for q in p if isinstance(q, int) and q > 0)
+    return total

@@ -36,6 +36,8 @@ from merkle_sync.checks import (  # the limits live there, beside the checks tha
     check_meta,
     check_name,
     check_path,
+    check_run,
+    literal_runs,
     probe_hash_len,
     trusted,
 )
@@ -228,27 +230,6 @@ Refined = tuple[bytes | int, ...]
 Piece = bytes | int | Refined
 
 
-def _check_run(p: object) -> int:
-    """A count of literals taken in order (positive), or ``-(i + 1)`` for the ``i``-th hash
-    the target confirmed during the walk (negative)."""
-    _require(type(p) is int and p != 0 and -MAX_CONFIRMED <= p <= MAX_ITEMS, f"bad piece {p!r}")
-    assert isinstance(p, int)
-    return p
-
-
-def literal_runs(pieces: tuple[Piece, ...]) -> int:
-    """How many literals a recipe takes, refined leaves included."""
-    total = 0
-    for p in pieces:
-        if isinstance(p, int):
-            total += max(p, 0)
-        elif isinstance(p, tuple) and p[:1] == (0,):
-            total += p[2]  # type: ignore[operator]
-        elif isinstance(p, tuple):
-            total += sum(q for q in p if isinstance(q, int) and q > 0)
-    return total
-
-
 @dataclass(frozen=True, slots=True)
 class Write:
     """Bytes ``[offset, offset + pieces)`` of one file, rebuilt from pieces in order.
@@ -310,9 +291,9 @@ class Write:
             elif isinstance(p, tuple):
                 _require(1 <= len(p) <= CHUNK_MAX, "a refined leaf needs sub-pieces")
                 for q in p:
-                    _require(isinstance(q, bytes) or _check_run(q) != 0, f"bad sub-piece {q!r}")
+                    _require(isinstance(q, bytes) or check_run(q) != 0, f"bad sub-piece {q!r}")
             else:
-                _require(isinstance(p, bytes) or _check_run(p) != 0, f"bad piece {p!r}")
+                _require(isinstance(p, bytes) or check_run(p) != 0, f"bad piece {p!r}")
 
 
 @dataclass(frozen=True, slots=True)

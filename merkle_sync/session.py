@@ -26,29 +26,18 @@ import posixpath
 from collections.abc import Callable, Container, Iterator
 
 from merkle_sync import protocol
-from merkle_sync.checks import digest_width
 from merkle_sync.contenttree import ContentTree
 from merkle_sync.cover import cover
+from merkle_sync.flow import ApplyFlow
 from merkle_sync.frames import FRAME_LITERALS, ApplyHead, FrameCutter, Item
 from merkle_sync.kept import Kept
-from merkle_sync.merkle import (
-    KIND_DIR,
-    DirNode,
-    FileNode,
-    Meta,
-    Node,
-    entry_digest,
-    iter_tree,
-    join,
-    lookup,
-)
+from merkle_sync.listing import digests, listing
+from merkle_sync.merkle import KIND_DIR, DirNode, FileNode, Meta, Node, iter_tree, join, lookup
 from merkle_sync.protocol import (
     DELTA_MAX,
     LINK_KIND,
     MAX_CONFIRMED,
-    Ack,
     Apply,
-    ApplyReply,
     Attr,
     Entry,
     ProtocolError,
@@ -114,10 +103,7 @@ class SyncSession:
         self._refining = False
         self._refined: dict[bytes, Probed] = {}
         self._probe_sent = False
-        self._frames: Iterator[Apply] | None = None
-        self._handed = 0  # apply frames handed out
-        self._acked = 0
-        self._last: Apply | None = None
+        self._flow: ApplyFlow | None = None
         self.cutter: FrameCutter | None = None
         self.frames = 0
         self.round_trips = 0
@@ -173,7 +159,7 @@ class SyncSession:
 
         while self._dirs:
             path = self._dirs.pop()
-            self._diff(path, _listing(old_at(path), self.hash_len))
+            self._diff(path, listing(old_at(path), self.hash_len))
         if self._literal_bytes() > PROBE_MIN:
             self._probing = True
             for rel, node in self.writes.items():
@@ -184,7 +170,7 @@ class SyncSession:
     def receive(self, reply: object) -> Walk | Apply | None:
         """Take the target's reply; return the next request, or ``None`` when there is none
         to send now (``done`` tells whether the sync is over)."""
-        if self._frames is not None:
+        if self._flow is not None:
             return self._receive_apply(reply)
         if not isinstance(reply, WalkReply):
             raise ProtocolError(f"unexpected reply {type(reply).__name__}")
@@ -199,17 +185,13 @@ class SyncSession:
             if reply.root and not self._base:
                 self._base = reply.root[: self.hash_len]  # bind the apply to this target state
         at = len(self._asked)  # the digests' answers follow those of ``have``
-        for rel, listing, names in zip(
-            self._asked_dirs,
-            reply.listings,
-            self._asked_names or [()] * len(reply.listings),
-            strict=True,
-        ):
-            if listing is None:
+        names_of = self._asked_names or [()] * len(reply.listings)
+        for rel, listed, names in zip(self._asked_dirs, reply.listings, names_of, strict=True):
+            if listed is None:
                 raise ProtocolError(f"target reply does not match the walk at {rel!r}")
             matched = {name for j, name in enumerate(names) if reply.has(at + j)}
             at += len(names)
-            self._diff(rel, listing, matched)
+            self._diff(rel, listed, matched)
         if self._probe_sent:
             self._probe_sent = False
             answer(self._refined, reply.has, len(self._asked))
@@ -233,33 +215,15 @@ class SyncSession:
     # -- the apply stream ------------------------------------------------------------------
     def ahead(self) -> Apply | None:
         """The next apply frame, to send before the reply to the previous one arrives."""
-        if self._frames is None or self._last is None or self._last.final:
-            return None
-        return self._hand()
-
-    def _hand(self) -> Apply:
-        assert self._frames is not None
-        self._last = next(self._frames)
-        self._handed += 1
-        return self._count(self._last)  # type: ignore[return-value]
+        return self._flow.ahead() if self._flow is not None else None
 
     def _receive_apply(self, reply: object) -> Apply | None:
-        if isinstance(reply, ApplyReply):
-            # The end of the stream, or a stale base refused at its first frame.
-            if self._acked != self._handed - 1 and self._acked != 0:
-                raise ProtocolError("the apply ended before all its frames were answered")
-            self.target_root = reply.root
+        assert self._flow is not None
+        request, root = self._flow.receive(reply)
+        if root is not None:
+            self.target_root = root
             self.done = True
-            return None
-        if not isinstance(reply, Ack) or reply.part != self._acked:
-            raise ProtocolError(f"unexpected reply {reply!r} to apply frame {self._acked}")
-        self._acked += 1
-        if self._acked < self._handed:
-            return None  # the next frame is already on its way
-        assert self._last is not None
-        if self._last.final:
-            raise ProtocolError("an apply's last frame was acknowledged, not answered")
-        return self._hand()
+        return request
 
     # -- finding differences ---------------------------------------------------------------
     def _short(self, ref: _NodeRef) -> bytes:
@@ -350,15 +314,10 @@ class SyncSession:
         for rel in dirs:
             node = lookup(self.root, rel)
             children = node.children if isinstance(node, DirNode) else {}
-            if len(children) > room:
-                self._asked_names.append([])
-                sums.append(b"")
-                continue
-            room -= len(children)
-            self._asked_names.append(list(children))
-            width = digest_width(self.hash_len, len(children))
-            digests = (entry_digest(k, c.kind, c.hash, c.meta)[:width] for k, c in children.items())
-            sums.append(bytes((width,)) + b"".join(digests))
+            fits = len(children) <= room
+            room -= len(children) if fits else 0
+            self._asked_names.append(list(children) if fits else [])
+            sums.append(digests(children, self.hash_len) if fits else b"")
         return tuple(sums)
 
     def _next(self) -> Walk | Apply:
@@ -422,20 +381,11 @@ class SyncSession:
         if self.deltas:
             cutter.deltas(self.deltas, self.kept)
         writes = ((rel, node, self._cover(node, cutter.held)) for rel, node in self.writes.items())
-        self._frames = cutter.frames(writes)
-        return self._hand()
+        self._flow = ApplyFlow(cutter.frames(writes), self._count)
+        return self._flow.hand()
 
     def planned_bytes(self) -> int:
         """Literal bytes the apply will carry (an upper bound for very large applies), so the
         transport can pick a compression level before the first frame."""
         total = sum(node.tree.size for node in self.writes.values())
         return total if total > 256 << 20 else self._literal_bytes()
-
-
-def _listing(node: Node | None, hash_len: int) -> tuple[Entry, ...]:
-    """What the target listed for a directory when it still equalled ``node``."""
-    if not isinstance(node, DirNode):
-        raise ValueError("change mode lost track of a directory")
-    return tuple(
-        trusted(Entry, k, c.kind, c.hash[:hash_len], c.meta) for k, c in node.children.items()
-    )

@@ -11,7 +11,8 @@ from merkle_sync.applier import ApplyStream, Held
 from merkle_sync.checks import RESERVED, Refused, probe_hash_len
 from merkle_sync.chunking import sub_chunks
 from merkle_sync.freshness import StaleContent
-from merkle_sync.merkle import DirNode, FileNode, entry_digest, iter_tree, lookup, put
+from merkle_sync.listing import entries, split, unmatched
+from merkle_sync.merkle import DirNode, FileNode, Node, iter_tree, lookup, put
 from merkle_sync.protocol import (
     MAX_BASIS_READ,
     MAX_CONFIRMED,
@@ -234,21 +235,15 @@ class ReplicatorTarget:
         for i, rel in enumerate(req.dirs):
             node = lookup(self.tree, rel)
             packed = req.sums[i] if req.sums else b""
-            width = packed[0] if packed else 1
-            digests = [packed[j : j + width] for j in range(1, len(packed), width)]
             if not isinstance(node, DirNode):
                 listings.append(None)
-                matched += [False] * len(digests)
+                matched += [False] * len(split(packed))
                 continue
-            children = node.children.items()
+            children: Iterable[tuple[str, Node]] = node.children.items()
             if packed:
-                theirs = set(digests)
-                ours = {k: entry_digest(k, c.kind, c.hash, c.meta)[:width] for k, c in children}
-                mine = set(ours.values())
-                children = [(k, c) for k, c in children if ours[k] not in theirs]
-                matched += (d in mine for d in digests)
-            entries = (trusted(Entry, k, c.kind, c.hash[:n], c.meta) for k, c in children)
-            listings.append(tuple(entries))
+                children, hits = unmatched(node.children, packed)
+                matched += hits
+            listings.append(entries(children, n))
         bits = bytearray((len(req.have) + 7) // 8)
         confirmed = self._confirmed
         for i, h in enumerate(req.have):

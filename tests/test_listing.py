@@ -17,6 +17,7 @@ import msgpack
 import pytest
 
 import merkle_sync.checks
+import merkle_sync.listing
 import merkle_sync.protocol
 import merkle_sync.session
 from merkle_sync import MemoryFileSystem, ProtocolError, ReplicatorSource, ReplicatorTarget
@@ -645,7 +646,7 @@ def _narrow(monkeypatch, full: int | None = None) -> None:
         return full if hash_len >= FULL_HASH else 1
 
     monkeypatch.setattr(merkle_sync.checks, "digest_width", width)
-    monkeypatch.setattr(merkle_sync.session, "digest_width", width)
+    monkeypatch.setattr(merkle_sync.listing, "digest_width", width)
 
 
 CROWD = 1000
