@@ -37,7 +37,7 @@ DELTA_GAIN = 4
 
 #: What a cover yields: a node the target holds ``(key, start, end, None)``, or a leaf it may
 #: lack ``(key, start, end, subs)`` with ``subs`` its probed sub-chunks (or ``()``).
-Item = tuple[bytes, int, int, "Probed | tuple[tuple[bytes, int, int], ...] | None"]
+Item = tuple[bytes, int, int, "Probed | tuple[()] | None"]
 
 
 @dataclass
@@ -175,19 +175,8 @@ class FrameCutter:
 
     def _whole(self, frame: _Frame, rel: str, node: FileNode, blob: bytes) -> None:
         """One file complete in this frame as one literal: its delta."""
-        frame.writes.append(
-            trusted(
-                Write,
-                rel,
-                node.kind,
-                node.tree.size,
-                node.hash[: self.n],
-                (-(-len(blob) // CHUNK_MAX),),
-                0,
-                node.meta,
-                self._deltas[rel],
-            )
-        )
+        runs = -(-len(blob) // CHUNK_MAX)
+        frame.writes.append(self._write(rel, node, (runs,), 0, self._deltas[rel]))
         frame.chunks.append(blob)
         frame.sizes += (min(CHUNK_MAX, len(blob) - at) for at in range(0, len(blob), CHUNK_MAX))
         frame.literal += len(blob)
@@ -204,20 +193,16 @@ class FrameCutter:
         if isinstance(subs, Probed):
             ranges = subs.literals()
             return (0, subs.k, len(ranges)), sum(b - a for a, b in ranges), 0, ranges
-        sent = frame.sent
-        if not subs:
-            sent.add(key)
-            return 1, end - start, 0, [(start, end)]
-        refined: list[bytes | int] = []
-        ranges: list[tuple[int, int]] = []
-        for sub, a, b in subs:
-            if self.held(sub) or sub in sent:
-                refined.append(self._name(sub))
-            else:
-                sent.add(sub)
-                ranges.append((a, b))
-                _append(refined, 1)
-        return tuple(refined), sum(b - a for a, b in ranges), 0, ranges
+        frame.sent.add(key)  # a leaf sent whole: later copies in the frame name it
+        return 1, end - start, 0, [(start, end)]
+
+    def _write(
+        self, rel: str, node: FileNode, pieces: tuple, offset: int, delta_from: bytes = b""
+    ) -> Write:
+        return trusted(
+            Write, rel, node.kind, node.tree.size, node.hash[: self.n], pieces, offset,
+            node.meta, delta_from,
+        )  # fmt: skip
 
     def _name(self, key: bytes) -> bytes | int:
         position = self._confirmed.get(key)
@@ -233,18 +218,7 @@ class FrameCutter:
         ranges: list[tuple[int, int]],
     ) -> None:
         """Close one file's segment in the frame, reading its literal bytes."""
-        frame.writes.append(
-            trusted(
-                Write,
-                rel,
-                node.kind,
-                node.tree.size,
-                node.hash[: self.n],
-                tuple(pieces),
-                offset,
-                node.meta,
-            )
-        )
+        frame.writes.append(self._write(rel, node, tuple(pieces), offset))
         run_start = run_end = -1
         sizes: list[int] = []
         for a, b in ranges:
