@@ -1,6 +1,6 @@
 """merkle_sync: one-way directory replication over Merkle trees and content-defined chunks."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from merkle_sync.checks import Refused
 from merkle_sync.fs import FileSystem, FileSystemEvent, FileSystemEventType

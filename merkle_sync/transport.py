@@ -28,8 +28,13 @@ from merkle_sync.protocol import MAX_FRAME
 
 PROGRAM = "merkle-sync"
 #: Bumped whenever a frame's meaning changes; peers must speak the same number.
-PROTOCOL = 1
-FEATURES = ("zstd-stream", "meta", "links", "exclude", "max-delete", "dry-run")
+#: 2: deltas against kept copies, the compact probe, packed literals, digest listings, and a
+#: walk's hashes joined in one string; a peer of protocol 1 reads none of these.
+PROTOCOL = 2
+FEATURES = (
+    "zstd-stream", "meta", "links", "exclude", "max-delete", "dry-run",
+    "delta", "probe", "packed", "digests",
+)  # fmt: skip
 #: A record's payload at most: a frame plus its tag byte. Hellos and errors are far smaller.
 MAX_RECORD = MAX_FRAME + 16
 MAX_HELLO = 1 << 20
