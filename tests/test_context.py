@@ -128,9 +128,9 @@ def test_packing_saves_bytes_against_the_same_walk_without_it(monkeypatch):
         if not pack:
             monkeypatch.setattr(frames, "pack_literals", lambda *a: None)
         fs = MemoryFileSystem()
-        old = {f"m{i}.py": _source_text(10 + i, 600) for i in range(4)}
+        old = {f"m{i}.py": _source_text(10 + i, 600) for i in range(6)}
         _tree(fs, "/w/dst", old)
-        _tree(fs, "/w/src", {n: _annotate(t, 5) for n, t in old.items()})
+        _tree(fs, "/w/src", {n: _annotate(t, 7) for n, t in old.items()})
         target = ReplicatorTarget(fs, "/w/dst")
         source = ReplicatorSource(fs, "/w/src", target.handle_request, keep=0)
         assert same_tree(fs, "/w/src", fs, "/w/dst")
