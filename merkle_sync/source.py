@@ -11,7 +11,7 @@ from merkle_sync.driver import Driver, SyncStats, probe_root
 from merkle_sync.fileindex import FileIndex, default_source_index
 from merkle_sync.frames import FRAME_LITERALS
 from merkle_sync.fs import RangeReader, StatScanner
-from merkle_sync.kept import KEEP_BUDGET, KeptCopies, kept_rest
+from merkle_sync.kept import KeptCopies, kept_rest
 from merkle_sync.merkle import (
     KIND_LINK,
     DirNode,
@@ -66,7 +66,7 @@ class ReplicatorSource:
         on_plan: Callable[[SyncSession], None] | None = None,
         on_frame: Callable[[SyncSession, int], None] | None = None,
         on_read: Callable[[int], None] | None = None,
-        keep: int = KEEP_BUDGET,
+        keep: int | None = None,
     ) -> None:
         """``index``: the persistent index of the source's files, on a filesystem that lists
         with stat identities: ``True`` keeps it in the user's cache directory (see
@@ -80,7 +80,7 @@ class ReplicatorSource:
         may raise ``Refused`` to stop the sync), ``on_frame(session, nbytes)`` after each
         apply frame; ``on_read(nbytes)`` as file content is read to be hashed. ``keep``:
         compressed bytes of last-synced file versions kept to send later changes as deltas
-        (see ``merkle_sync.kept``; 0 keeps none)."""
+        (``merkle_sync.kept``; 0 keeps none; ``None``: its defaults, on disk or in memory)."""
         self.fs = fs
         self.dir = posixpath.normpath(dir_path)
         self.rpc_handle = rpc_handle
