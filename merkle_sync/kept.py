@@ -54,6 +54,9 @@ class KeptCopies:
             "CREATE TABLE IF NOT EXISTS kept (hash BLOB PRIMARY KEY, stored INTEGER,"
             " used INTEGER, data BLOB)"
         )
+        # Eviction takes the least recently used first: without this, each eviction sorts
+        # every row.
+        self._db.execute("CREATE INDEX IF NOT EXISTS kept_used ON kept (used)")
         row = self._db.execute("SELECT coalesce(sum(stored), 0), coalesce(max(used), 0) FROM kept")
         self.stored, self._clock = row.fetchone()
         self._compress = zstandard.ZstdCompressor(level=_STORE_LEVEL)
@@ -99,22 +102,25 @@ class KeptCopies:
         self._evict()
 
     def _evict(self) -> None:
-        while self.stored > self.budget:
+        """Past the budget, the least recently used go until a tenth of it is free, so a
+        source at its budget does not evict on every file it sends."""
+        if self.stored <= self.budget:
+            return
+        goal = self.budget * 9 // 10
+        while self.stored > goal:
             rows = self._db.execute(
-                "SELECT hash, stored FROM kept ORDER BY used LIMIT 256"
+                "SELECT hash, stored FROM kept ORDER BY used LIMIT 1024"
             ).fetchall()
             if not rows:
                 self.stored = 0
                 return
+            gone = []
             for digest, stored in rows:
-                if self.stored <= self.budget:
-                    return
-                self._db.execute("DELETE FROM kept WHERE hash=?", (digest,))
+                if self.stored <= goal:
+                    break
+                gone.append((digest,))
                 self.stored -= stored
-
-    def clear(self) -> None:
-        self._db.execute("DELETE FROM kept")
-        self.stored = 0
+            self._db.executemany("DELETE FROM kept WHERE hash=?", gone)
 
 
 def kept_rest(
