@@ -305,6 +305,6 @@ def _is_run(piece: object) -> bool:
 
 def _pack_level(size: int) -> int:
     """Packed literals are an edit's few hundred kilobytes at most, usually: squeeze them
-    (zstd 19 packs 312 kB of pip's edited sub-chunks in about 0.1 s), and follow the
-    stream's levels past 1 MiB."""
+    (zstd 19 packed and compared the 312 kB of pip's edited sub-chunks, against 1.4 MB of
+    context, in 0.26 s), and follow the stream's levels past 1 MiB."""
     return 19 if size <= 1 << 20 else stream_level(size)
