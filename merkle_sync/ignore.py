@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-import pathspec
-
 #: Read from the root of the source tree; it is itself mirrored, as ``.gitignore`` is.
 IGNORE_FILE = ".merkleignore"
 #: Patterns at most: they travel to the target in the handshake, and each one costs a regex
@@ -31,13 +29,17 @@ class Ignore:
         for p in self.patterns:
             if len(p.encode("utf-8", "surrogateescape")) > MAX_PATTERN_BYTES:
                 raise ValueError(f"exclude pattern longer than {MAX_PATTERN_BYTES} bytes")
-        self._spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
+        self._spec = None
+        if self.patterns:  # imported only then: it is a tenth of the command's start-up
+            import pathspec
+
+            self._spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
 
     def __call__(self, rel: str, is_dir: bool) -> bool:
-        return self._spec.match_file(rel + "/" if is_dir else rel)
+        return self._spec is not None and self._spec.match_file(rel + "/" if is_dir else rel)
 
 
 def read_patterns(path: str) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import tempfile
 from typing import IO, Any
 
 from merkle_sync.checks import ProtocolError
@@ -56,6 +55,8 @@ def open_target(path: str, options: dict[str, Any]) -> ReplicatorTarget:
     index = options.get("index", True)
     if options.get("dry_run"):
         if not os.path.lexists(path):
+            import tempfile  # only a dry run into a missing directory needs it
+
             path = tempfile.mkdtemp(prefix="merkle-sync-dry-")  # stands for "empty"
             atexit.register(os.rmdir, path)
         fs, index = ReadOnlyFileSystem(fs), False
