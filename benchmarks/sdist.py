@@ -174,25 +174,22 @@ def workloads(workload: Any) -> list[Any]:
     for label, versions in (("minor", MINOR), ("patch", PATCH)):
         old, new = versions
         why = f"{PACKAGE} {old} -> {new}"
-        out.append(
-            workload(
-                f"{PACKAGE}_{label}_walk",
-                f"{why}: a walk, the target holds {old}",
-                walk_setup(versions),
-                bound=bound(versions),
-                unavailable=lambda v=versions: available(v),
+        ways = (
+            ("walk", f"a walk, the target holds {old}", walk_setup(versions), None),
+            ("change", f"one event after a good sync of {old}", change_setup(versions),
+             change_steps(versions)),
+        )  # fmt: skip
+        for way, what, setup, steps in ways:
+            out.append(
+                workload(
+                    f"{PACKAGE}_{label}_{way}",
+                    f"{why}: {what}",
+                    setup,
+                    steps,
+                    bound=bound(versions),
+                    unavailable=lambda v=versions: available(v),
+                )
             )
-        )
-        out.append(
-            workload(
-                f"{PACKAGE}_{label}_change",
-                f"{why}: one event after a good sync of {old}",
-                change_setup(versions),
-                change_steps(versions),
-                bound=bound(versions),
-                unavailable=lambda v=versions: available(v),
-            )
-        )
     out.append(
         workload(
             f"{PACKAGE}_initial",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from merkle_sync.session import SyncSession
 from merkle_sync.source import SyncError
 from merkle_sync.testing import same_tree, snapshot
 from merkle_sync.wire import StreamDecoder, decode, encode, pack
+from tests.test_cli import tree
 
 H8 = b"\x01" * 8
 
@@ -361,28 +361,7 @@ class World:
     def equal(self) -> bool:
         if not same_tree(self.fs, self.src, self.fs, self.dst):
             return False
-        return not self.disk or _meta_tree(Path(self.src)) == _meta_tree(Path(self.dst))
-
-
-def _meta_tree(root: Path) -> dict[str, tuple]:
-    """Every entry below ``root`` (the target's private state left out) with kind, mode,
-    mtime and content, or a link's text, as ``rsync -a`` keeps them (tests/test_cli.py)."""
-    out: dict[str, tuple] = {}
-    for dirpath, dirs, files in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root)
-        if rel_dir == ".":
-            dirs[:] = [d for d in dirs if d != ".merkle_sync"]
-        for name in dirs + files:
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            rel = os.path.normpath(os.path.join(rel_dir, name))
-            if stat.S_ISLNK(st.st_mode):
-                out[rel] = ("l", os.readlink(path))
-            elif stat.S_ISDIR(st.st_mode):
-                out[rel] = ("d", stat.S_IMODE(st.st_mode), st.st_mtime_ns)
-            else:
-                out[rel] = ("f", stat.S_IMODE(st.st_mode), st.st_mtime_ns, Path(path).read_bytes())
-    return out
+        return not self.disk or tree(Path(self.src)) == tree(Path(self.dst))
 
 
 def _world(tmp_path, kind: str) -> World:
