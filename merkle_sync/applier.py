@@ -59,11 +59,8 @@ class ApplyStream:
         self.tree = tree
         self.store = store
         self.hash_len = hash_len
-        self.basis = basis
-        self.confirmed = confirmed if confirmed is not None else []
-        #: The walk's refinement probe: per leaf, where each sub-chunk was found, or None.
-        self.probed = probed if probed is not None else []
-        self.held = HeldBytes(store, basis, self.confirmed, self.probed)
+        #: What the frames may reuse: the basis, the walk's confirmed hashes and probe.
+        self.held = HeldBytes(store, basis, confirmed or [], probed or [])
         self.next_part = 0
         self.open: _Open | None = None
 
@@ -107,13 +104,11 @@ class ApplyStream:
                     piece = self.held.named(piece)
                 if not isinstance(piece, bytes):
                     continue
-                found = local.get(piece) or self.basis.get(piece)
+                found, loc = self.held.locate(piece, local)
                 if found is not None:
                     total += len(found[1])
                 else:
-                    loc = self.store.index.find(piece)
-                    if loc is None:
-                        raise ProtocolError(f"unknown piece {piece.hex()}")
+                    assert loc is not None
                     start, end = loc[1].tree.span(loc[2], loc[3])
                     total += end - start
                 if total > MAX_REUSE:
@@ -207,14 +202,12 @@ class ApplyStream:
             f.builder.data(leaf)
             f.sink.write(leaf)
             return
-        found = local.get(piece) or self.basis.get(piece)
+        found, loc = self.held.locate(piece, local)
         if found is not None:
             f.builder.leaf(found[0], len(found[1]))
             f.sink.write(found[1])
             return
-        loc = self.store.index.find(piece)
-        if loc is None:
-            raise ProtocolError(f"unknown piece {piece.hex()}")
+        assert loc is not None
         rel, node, level, index = loc
         start, end = node.tree.span(level, index)
         if f.builder.size + end - start > f.write.size:
@@ -232,13 +225,11 @@ class ApplyStream:
         if isinstance(sub, int):
             out = [literals.next()[1] for _ in range(sub)]
         else:
-            found = local.get(sub) or self.basis.get(sub)
+            found, loc = self.held.locate(sub, local, "sub-chunk")
             if found is not None:
                 out = [found[1]]
             else:
-                loc = self.store.index.find(sub)
-                if loc is None:
-                    raise ProtocolError(f"unknown sub-chunk {sub.hex()}")
+                assert loc is not None
                 rel, node, level, index = loc
                 start, end = node.tree.span(level, index)
                 if end - start > room:

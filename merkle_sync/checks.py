@@ -47,6 +47,12 @@ def digest_width(hash_len: int, children: int) -> int:
     return min(hash_len, max(3, -(-bits // 8)))
 
 
+def split_fixed(packed: bytes, width: int, start: int = 0) -> list[bytes]:
+    """The items of a string of fixed-width items (hashes, digests) from ``start``; the
+    caller has checked that the length fits."""
+    return [packed[i : i + width] for i in range(start, len(packed), width)]
+
+
 def probe_hash_len(hash_len: int) -> int:
     """The probe's hash length in a walk of ``hash_len``: the retry with full hashes after
     a false match must not meet the same false match again."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from merkle_sync.chunking import CHUNK_MAX
 from merkle_sync.context import CONTEXT_MAX, CONTEXT_MIN, pack_literals
 from merkle_sync.delta import delta_level, make_delta
+from merkle_sync.kept import Kept
 from merkle_sync.merkle import FileNode
 from merkle_sync.protocol import DELTA_MAX, MAX_REUSE, Apply, Attr, Piece, Span, Write, trusted
 from merkle_sync.refine import Probed
@@ -94,7 +94,7 @@ class FrameCutter:
         self.reused_bytes = 0
         self.files_done = 0  # files whose last piece has been cut into a frame
         self._deltas: dict[str, bytes] = {}
-        self._kept: Any = None
+        self._kept: Kept | None = None
         self._delta_level = 0
         self.delta_files = 0
         #: ``on_whole(rel, node, data)``: a file's whole content passed through here (sent
@@ -102,7 +102,7 @@ class FrameCutter:
         self.on_whole: Callable[[str, FileNode, bytes], None] | None = None
         self.whole: set[str] = set()
 
-    def deltas(self, bases: dict[str, bytes], kept: Any) -> None:
+    def deltas(self, bases: dict[str, bytes], kept: Kept | None) -> None:
         """Send these files (path -> short hash of the target's version) as deltas against
         the versions ``kept.get`` returns; a file whose copy is gone is cut as usual."""
         self._deltas, self._kept = bases, kept
@@ -158,7 +158,7 @@ class FrameCutter:
     def _delta(self, rel: str, node: FileNode) -> bytes | None:
         """The file as a delta against its kept old version, if that is the way to send it."""
         short = self._deltas.get(rel)
-        old = self._kept.get(short) if short is not None else None
+        old = self._kept.get(short) if short is not None and self._kept is not None else None
         if old is None:
             return None
         new = self._read(rel, 0, node.tree.size)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from merkle_sync.chunking import CHUNK_MAX, leaf_hash
+from merkle_sync.contentindex import Location
 from merkle_sync.contenttree import build_tree
 from merkle_sync.context import CONTEXT_MAX
 from merkle_sync.freshness import StaleContent
@@ -33,6 +34,19 @@ class HeldBytes:
         self.confirmed = confirmed
         #: The walk's refinement probe: per leaf, where each sub-chunk was found, or None.
         self.probed = probed
+
+    def locate(
+        self, digest: bytes, local: Held | None = None, what: str = "piece"
+    ) -> tuple[tuple[bytes, bytes | memoryview] | None, Location | None]:
+        """A held piece by its short hash: ``(full hash, bytes)`` among this frame's
+        literals (``local``) or the basis, or else where the target's files hold it."""
+        found = (local.get(digest) if local else None) or self.basis.get(digest)
+        if found is not None:
+            return found, None
+        loc = self.store.index.find(digest)
+        if loc is None:
+            raise ProtocolError(f"unknown {what} {digest.hex()}")
+        return None, loc
 
     def whole(self, rel: str, old: FileNode, cache: dict) -> bytes:
         """The old version a delta is against, read back and checked against its tree."""
@@ -70,15 +84,12 @@ class HeldBytes:
         """What a piece contributes to the context, as (size, read it): a confirmed node, or
         the found sub-chunks of a probed leaf."""
         if isinstance(piece, int) and piece < 0:
-            digest = self.named(piece)
-            found = self.basis.get(digest)
+            found, loc = self.locate(self.named(piece), what="context piece")
             if found is not None:
                 data = found[1]
                 yield len(data), lambda: data
                 return
-            loc = self.store.index.find(digest)
-            if loc is None:
-                raise ProtocolError(f"context piece {digest.hex()} is not held")
+            assert loc is not None
             rel, node, level, index = loc
             start, end = node.tree.span(level, index)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from merkle_sync.checks import digest_width, trusted
+from merkle_sync.checks import digest_width, split_fixed, trusted
 from merkle_sync.merkle import DirNode, Node, entry_digest
 from merkle_sync.protocol import Entry
 
@@ -37,8 +37,7 @@ def digests(children: dict[str, Node], hash_len: int) -> bytes:
 
 def split(packed: bytes) -> list[bytes]:
     """The digests of one item of ``Walk.sums`` (validated: a width, then whole digests)."""
-    width = packed[0] if packed else 1
-    return [packed[j : j + width] for j in range(1, len(packed), width)]
+    return split_fixed(packed, packed[0], 1) if packed else []
 
 
 def unmatched(

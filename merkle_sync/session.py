@@ -268,7 +268,7 @@ class SyncSession:
                 self._dirs.append(path)
             else:
                 self.updated.add(path)
-                if self._kept(child, short):
+                if self._can_delta(child, short):
                     self.deltas[path] = short
                     self.writes[path] = child  # no probe: the target needs no index for it
                 else:
@@ -277,7 +277,7 @@ class SyncSession:
         if child.meta is not None and child.meta != meta:
             self._attr(path, child.meta)
 
-    def _kept(self, child: FileNode, short: bytes) -> bool:
+    def _can_delta(self, child: FileNode, short: bytes) -> bool:
         """Whether ``child`` can travel as a delta against the target's version ``short``."""
         return (
             self.kept is not None
@@ -286,13 +286,13 @@ class SyncSession:
             and self.kept.has(short)
         )
 
-    def _diff(self, rel: str, listing: tuple[Entry, ...], matched: Container[str] = ()) -> None:
-        """``listing``: the target's entries at ``rel`` (those it did not match, when the walk
+    def _diff(self, rel: str, listed: tuple[Entry, ...], matched: Container[str] = ()) -> None:
+        """``listed``: the target's entries at ``rel`` (those it did not match, when the walk
         sent digests); ``matched``: children the target holds exactly as here."""
         source = lookup(self.root, rel)
         if not isinstance(source, DirNode):
             raise ProtocolError(f"target reply does not match the walk at {rel!r}")
-        target = {e.name: e for e in listing}
+        target = {e.name: e for e in listed}
         for name in target.keys() - source.children.keys() - source.keep:
             self.removes.append(join(rel, name))
         for name, child in source.children.items():

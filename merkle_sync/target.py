@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from merkle_sync.applier import ApplyStream, Held
-from merkle_sync.checks import RESERVED, Refused, probe_hash_len
+from merkle_sync.checks import RESERVED, Refused, probe_hash_len, split_fixed
 from merkle_sync.chunking import sub_chunks
 from merkle_sync.freshness import StaleContent
 from merkle_sync.listing import entries, split, unmatched
@@ -84,14 +84,10 @@ class ReplicatorTarget:
         if guard_unmarked and empty:
             self._mark()
         self.index = self.store.index
-        file_index = self.store.open_index(index)
+        self.store.open_index(index)
         self.max_delete = max_delete
         self._ignore = ignore
-        scanner = Scanner(fs, None, file_index, verify, ignore)
-        root = scanner.node(self.dir)
-        if file_index is not None:
-            file_index.keep_only(scanner.seen)
-            file_index.commit()
+        root = self._scan(verify)
         if not isinstance(root, DirNode):
             raise NotADirectoryError(f"target is not a directory: {self.dir!r}")
         self.tree: DirNode = root
@@ -128,12 +124,12 @@ class ReplicatorTarget:
             try:
                 reply = self._apply(request)
             except BaseException as exc:
-                self._confirmed, self._probed = [], []
+                self._forget()
                 if isinstance(exc, StaleContent):
                     self._reindex(exc.rel)
                 raise
             if isinstance(reply, ApplyReply):
-                self._confirmed, self._probed = [], []  # the sync is over
+                self._forget()  # the sync is over
             return reply
         raise ProtocolError(f"unknown request type {type(request).__name__}")
 
@@ -172,12 +168,7 @@ class ReplicatorTarget:
         """One file was changed by hand, so others may be too: stat every entry as at start
         (what changed its stat identity is hashed again) and take what is there now, so the
         source's next plan does not trip over the next such file."""
-        file_index = self.store.file_index
-        assert file_index is not None
-        scanner = Scanner(self.fs, None, file_index, False, self._ignore)
-        root = scanner.node(self.dir)
-        file_index.keep_only(scanner.seen)
-        file_index.commit()
+        root = self._scan(verify=False)
         if not isinstance(root, DirNode) or root.hash == self.tree.hash:
             return
         if self._indexed:
@@ -190,6 +181,20 @@ class ReplicatorTarget:
                 if path not in old or old[path].hash != node.hash:
                     self.index.add(path, node)
         self.tree = root
+
+    def _scan(self, verify: bool) -> object:
+        """The whole target as it is on its filesystem, through the index (kept in step)."""
+        file_index = self.store.file_index
+        scanner = Scanner(self.fs, None, file_index, verify, self._ignore)
+        root = scanner.node(self.dir)
+        if file_index is not None:
+            file_index.keep_only(scanner.seen)
+            file_index.commit()
+        return root
+
+    def _forget(self) -> None:
+        """What one sync's walks told the apply: gone when the sync ends or starts over."""
+        self._confirmed, self._probed = [], []
 
     def _check_deletes(self, removes: tuple[str, ...]) -> None:
         limit = self.max_delete
@@ -220,7 +225,7 @@ class ReplicatorTarget:
 
     def _walk(self, req: Walk) -> WalkReply:
         if req.root:  # a new sync starts
-            self._confirmed, self._probed = [], []
+            self._forget()
         if req.root and req.root == self.tree.hash:
             if self.unmarked:  # it equals the source: a mirror from now on
                 self.unmarked = False
@@ -360,7 +365,7 @@ def _probe(req: Walk, cut: dict[Span, list[Sub]]) -> list[list[Found | None]]:
     width = probe_hash_len(req.hash_len)
     for span, leaf in zip(req.basis, req.refine, strict=True):
         near = {d[:width]: (d, rel, at, len(data)) for d, rel, at, data in cut[span]}
-        out.append([near.get(leaf[i : i + width]) for i in range(0, len(leaf), width)])
+        out.append([near.get(h) for h in split_fixed(leaf, width)])
     return out
 
 

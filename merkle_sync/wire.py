@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgpack
 import zstandard
 
+from merkle_sync.checks import split_fixed
 from merkle_sync.protocol import (
     MAX_FRAME,
     MAX_ITEMS,
@@ -63,7 +64,7 @@ def _split(packed: object, width: object) -> tuple[bytes, ...]:
         raise ProtocolError("hashes must be one string of a valid hash length")
     if len(packed) % width:
         raise ProtocolError("the hashes are not all of the walk's length")
-    return tuple(packed[i : i + width] for i in range(0, len(packed), width))
+    return tuple(split_fixed(packed, width))
 
 
 def _entries(flat: object) -> tuple[Entry, ...]:
