@@ -13,6 +13,7 @@ import stat
 import struct
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import termios
 import textwrap
@@ -343,16 +344,37 @@ def test_special_files_are_skipped_with_a_warning(src, tmp_path):
     assert tree(dst) == {k: v for k, v in tree(src).items() if k != "a_fifo"}
 
 
+def _python_for(prefix: list[str]) -> tuple[str, dict[str, str]]:
+    """An interpreter the unprivileged user can run *and* can start again, as the command
+    starts its local target with ``sys.executable``. A venv whose interpreter lives under
+    root's home (pyenv) runs once through setpriv but cannot start itself again, so the
+    system's interpreter of the same version is tried next, given this venv's packages."""
+    spawn = (
+        "import merkle_sync, subprocess, sys; "
+        "subprocess.run([sys.executable, '-c', 'import merkle_sync'], check=True)"
+    )
+    packages = sysconfig.get_paths()
+    path = os.pathsep.join(
+        [str(Path(__file__).resolve().parent.parent), packages["purelib"], packages["platlib"]]
+    )
+    system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    for python, extra in ((PY, {}), (system, {"PYTHONPATH": path})):
+        env = {**os.environ, **extra}
+        probe = subprocess.run([*prefix, python, "-c", spawn], capture_output=True, env=env)
+        if probe.returncode == 0:
+            return python, extra
+    pytest.skip(f"an unprivileged user can run neither {PY} nor {system} with merkle_sync")
+
+
 def test_an_unreadable_file_exits_23_and_the_rest_is_synced(tmp_path):
     """Run as an unprivileged user (root reads everything), as rsync's exit 23."""
     prefix: list[str] = []
+    python, extra_env = PY, {}
     if os.geteuid() == 0:
         if shutil.which("setpriv") is None:
             pytest.skip("running as root without setpriv to drop privileges")
         prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        probe = subprocess.run([*prefix, PY, "-c", "import merkle_sync"], capture_output=True)
-        if probe.returncode != 0:
-            pytest.skip(f"an unprivileged user cannot run {PY} with merkle_sync")
+        python, extra_env = _python_for(prefix)
     base = Path(tempfile.mkdtemp(prefix="merkle-sync-test-"))  # pytest's tmp is root-only
     try:
         base.chmod(0o777)
@@ -364,9 +386,9 @@ def test_an_unreadable_file_exits_23_and_the_rest_is_synced(tmp_path):
         if prefix:
             for p in (src, src / "ok.txt", src / "secret.txt"):
                 os.chown(p, 65534, 65534)
-        env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+        env = {**os.environ, **extra_env, "XDG_CACHE_HOME": str(cache)}
         done = subprocess.run(
-            [*prefix, PY, "-m", "merkle_sync", str(src), str(dst)],
+            [*prefix, python, "-m", "merkle_sync", str(src), str(dst)],
             capture_output=True,
             text=True,
             env=env,
