@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from functools import partial
 
 from merkle_sync.contenttree import ContentTree, LazyTree, tree_from_leaves
+from merkle_sync.dirstamp import StampStore
 from merkle_sync.merkle import file_hash
 
 #: A stat identity: (size, mtime_ns, ctime_ns, inode, device).
@@ -27,7 +28,7 @@ StatKey = tuple[int, int, int, int, int]
 #: Entries of files changed this recently when stored are hashed again next time: the file
 #: may change again within the same timestamp tick and keep its stat identity.
 RACY_NS = 1_000_000_000
-_SCHEMA = 4
+_SCHEMA = 5
 #: A stat identity no file has (see ``store``).
 _NEVER = (-1, -1, -1, -1, -1)
 #: Bytes of replaced rows' leaves kept for the source's restart (see ``replaced``).
@@ -41,6 +42,8 @@ def _b(rel: str) -> bytes:
 
 #: A full scan reads the whole index in one query up to this many rows (Django: 6,834).
 PRELOAD_MAX = 200_000
+#: Lookups one by one before a deferred preload reads the whole table instead.
+LOOKUPS_FIRST = 2_000
 
 
 class FileIndex:
@@ -56,11 +59,14 @@ class FileIndex:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path + suffix)
             self._db = self._open()
+        #: Directory stamps (``merkle_sync.dirstamp``), kept in step with the file rows.
+        self.stamps = StampStore(self._db)
         self._rows: dict[str, tuple] | None = None
         #: Rows at the last preload, and how many of them the scan since found unchanged:
         #: all of them means no row is stale, and ``keep_only`` has nothing to compare.
         self._preloaded = -1
         self._hits = 0
+        self._later = 0
         #: When a dict: the leaves of rows about to be replaced or forgotten, by path, up
         #: to ``REPLACED_MAX`` bytes. The source's restart plans with them (the old version
         #: of an edited file is what the target still holds).
@@ -72,11 +78,16 @@ class FileIndex:
         """The database, for other records kept beside the files (``merkle_sync.synced``)."""
         return self._db
 
-    def preload(self, limit: int = PRELOAD_MAX) -> None:
+    def preload(self, limit: int = PRELOAD_MAX, later: bool = False) -> None:
         """Read every row in one query (a full scan then looks up in memory), when there are
-        at most ``limit`` rows; past that, each file is looked up on its own."""
-        count = self._db.execute("SELECT count(*) FROM files").fetchone()[0]
+        at most ``limit`` rows; past that, each file is looked up on its own. ``later``: only
+        once ``LOOKUPS_FIRST`` files were looked up one by one (directory stamps spare most
+        lookups of a restart, so most restarts never read the whole table)."""
         self._preloaded, self._hits = -1, 0
+        self._later = LOOKUPS_FIRST if later else 0
+        if later:
+            return
+        count = self._db.execute("SELECT count(*) FROM files").fetchone()[0]
         if count <= limit:
             self._preloaded = count
             rows = self._db.execute(
@@ -89,6 +100,7 @@ class FileIndex:
 
     def release(self) -> None:
         self._rows = None
+        self._later = 0
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -99,6 +111,7 @@ class FileIndex:
             db.execute("DROP TABLE IF EXISTS files")
             db.execute("DROP TABLE IF EXISTS synced")
             db.execute("DROP TABLE IF EXISTS kept")
+            db.execute("DROP TABLE IF EXISTS dirs")
             db.execute(f"PRAGMA user_version={_SCHEMA}")
         db.execute(
             "CREATE TABLE IF NOT EXISTS files (rel BLOB PRIMARY KEY, size INTEGER,"
@@ -112,6 +125,10 @@ class FileIndex:
     def lookup(self, rel: str, key: StatKey) -> tuple[int, bytes, LazyTree] | None:
         """``(kind, file hash, tree)`` of an unchanged file; the tree is read from here only
         if something asks for it (a no-op restart never does)."""
+        if self._later:
+            self._later -= 1
+            if not self._later:
+                self.preload()
         if self._rows is not None:
             row = self._rows.get(rel)
         else:
@@ -153,6 +170,7 @@ class FileIndex:
     ) -> None:
         """Remember a file's tree. ``own``: the caller just wrote this content itself and
         stat-ed it after the rename, so a recent timestamp is no reason for doubt."""
+        self.stamps.touch(rel)
         if self.replaced is not None:
             self._stash(rel)
         if not own and time.time_ns() - key[1] < RACY_NS:
@@ -193,10 +211,12 @@ class FileIndex:
         return trees
 
     def forget(self, rel: str) -> None:
+        self.stamps.touch(rel)
         self._db.execute("DELETE FROM files WHERE rel=?", (_b(rel),))
 
     def forget_below(self, rel: str) -> None:
         """Forget ``rel`` and everything under it (a removed directory)."""
+        self.stamps.touch_below(rel)
         if not rel:
             self._db.execute("DELETE FROM files")
             return
@@ -205,12 +225,27 @@ class FileIndex:
             "DELETE FROM files WHERE rel=? OR (rel >= ? AND rel < ?)", (low, low + b"/", low + b"0")
         )
 
-    def keep_only(self, seen: Iterable[str], below: str = "") -> None:
+    def keep_only(
+        self,
+        seen: Iterable[str],
+        below: str = "",
+        clean: Iterable[str] = (),
+        dirs: set[str] | None = None,
+        settled: bool = False,
+    ) -> None:
         """After scanning ``below`` (all of the tree by default): drop entries of paths there
-        that the scan did not see."""
+        that the scan did not see. ``clean``: directories whose stamp matched, so their files
+        are there as recorded (not in ``seen``); ``dirs``: every directory the scan found
+        (the stamp rows of others go); ``settled``: every directory matched its stamp, so
+        nothing can have gone (an entry that goes changes its directory's stamp)."""
+        if settled:
+            return
+        if dirs is not None:
+            self.stamps.keep_only(dirs, below)
         if not below and self._hits == self._preloaded:
             return  # every row was looked up by this scan: none is stale
         keep = {_b(rel) for rel in seen}
+        kept_dirs = {_b(rel) for rel in clean}
         if below:
             low = _b(below)
             rows = self._db.execute(
@@ -219,15 +254,17 @@ class FileIndex:
             )
         else:
             rows = self._db.execute("SELECT rel FROM files")
-        gone = [r for (r,) in rows if r not in keep]
+        gone = [r for (r,) in rows if r not in keep and r.rpartition(b"/")[0] not in kept_dirs]
         self._db.executemany("DELETE FROM files WHERE rel=?", ((r,) for r in gone))
 
     def commit(self) -> None:
+        self.stamps.flush()
         self._db.execute("COMMIT")
         self._db.execute("BEGIN")
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
+            self.stamps.flush()
             self._db.execute("COMMIT")
         self._db.close()
 

@@ -111,6 +111,10 @@ class DirNode:
     def touch(self) -> None:
         self._hash = None
 
+    def subdirs(self) -> Iterator[tuple[str, DirNode]]:
+        """The subdirectories (a stamped directory lists them without loading its files)."""
+        return ((n, c) for n, c in self.children.items() if isinstance(c, DirNode))
+
 
 Node = FileNode | DirNode
 
@@ -203,7 +207,7 @@ def iter_dirs(node: Node, rel: str = "") -> Iterator[str]:
     while stack:
         path, current = stack.pop()
         yield path
-        stack.extend((join(path, n), c) for n, c in current.children.items() if c.kind == KIND_DIR)
+        stack.extend((join(path, n), c) for n, c in current.subdirs())
 
 
 def iter_tree(node: Node, rel: str = "") -> Iterator[tuple[str, Node]]:

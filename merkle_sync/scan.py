@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import posixpath
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from blake3 import blake3
+
 from merkle_sync.contenttree import stream_tree
-from merkle_sync.fileindex import FileIndex, StatKey
+from merkle_sync.dirstamp import StampedDir, file_listing, own_children, stamp, subdirs_digest
+from merkle_sync.fileindex import RACY_NS, FileIndex, StatKey
 from merkle_sync.fs import EntryInfo, RangeReader, StatScanner
 from merkle_sync.merkle import (
     KIND_BYTES,
@@ -112,6 +116,18 @@ class Scanner:
         #: Entries left out of the tree, with the reason: ``(rel, why)``.
         self.skipped: list[tuple[str, str]] = []
         self.files = 0  # files and links scanned
+        #: Directory stamps (``merkle_sync.dirstamp``): the stored rows while scanning (``None``
+        #: when not used), the directories found, those whose stamp matched, and how many
+        #: were listed entry by entry.
+        self._stamps: dict[str, tuple] | None = None
+        self._salt = _salt(ignore)
+        self.dirs: set[str] = set()
+        self.clean: set[str] = set()
+        self.dirty = 0
+        self._pending: list[tuple[StampedDir, tuple]] = []
+        self._fresh: list[tuple[str, DirNode, bytes, dict[str, bytes]]] = []
+        self._links: dict[str, bytes] = {}
+        self._since = time.time_ns() - RACY_NS
 
     def node(self, path: str, rel: str = "") -> Node | None:
         fs = self.fs
@@ -120,12 +136,19 @@ class Scanner:
         if rel and self.ignore is not None and self._ignored(rel, fs.isdir(path)):
             return None
         if self.listing:
+            if self.index is not None and not self.verify and self._salt is not None:
+                self._stamps = self.index.stamps.rows(rel)
             if self.index is not None and not rel:
-                self.index.preload()  # a full scan: one query instead of one per file
+                # A full scan: one query instead of one per file, unless stamps spare most.
+                self.index.preload(later=bool(self._stamps))
             try:
                 if not rel:
-                    return self._entry(path, rel, fs.info(path))
-                return self._guarded(path, rel, fs.info(path))  # type: ignore[return-value]
+                    top = self._entry(path, rel, fs.info(path))
+                else:
+                    top = self._guarded(path, rel, fs.info(path))  # type: ignore[assignment]
+                if self._stamps is not None:
+                    self._settle()
+                return top
             finally:
                 if self.index is not None:
                     self.index.release()
@@ -158,7 +181,8 @@ class Scanner:
             return self._dir(path, rel, meta)
         if kind == "l":  # the link text, copied as it is, never followed
             self.files += 1
-            return FileNode.from_data(KIND_LINK, os.fsencode(os.readlink(path)), meta)
+            text = self._links[rel] = os.fsencode(os.readlink(path))
+            return FileNode.from_data(KIND_LINK, text, meta)
         if kind == "f":
             return self.file(path, rel, key, meta)
         self.skipped.append((rel, SPECIAL))
@@ -171,7 +195,12 @@ class Scanner:
         while stack:
             node, dir_path, dir_rel, parent, name = stack.pop()
             try:
-                self._fill(node, dir_path, dir_rel, stack)
+                used = self._fill(node, dir_path, dir_rel, stack)
+                if used is not node:  # its stamp matched
+                    if parent is None:
+                        top = used
+                    else:
+                        own_children(parent)[name] = used
             except OSError as exc:
                 if parent is None:
                     raise
@@ -181,28 +210,42 @@ class Scanner:
                     self.skipped.append((dir_rel, f"{type(exc).__name__}: {exc.strerror or exc}"))
         return top
 
-    def _fill(self, node: DirNode, path: str, rel: str, stack: list) -> None:
-        """One directory's entries; its subdirectories are queued, not entered."""
+    def _fill(self, node: DirNode, path: str, rel: str, stack: list) -> DirNode:
+        """One directory's entries; its subdirectories are queued, not entered. Returns the
+        node that stands for the directory: a ``StampedDir`` when its stamp matched."""
         ignore = self.ignore
         if self.listing:
+            # In name order, as rsync creates them: a directory's size then comes out the same.
+            infos = sorted(self.fs.entries(path))
+            if not rel:
+                infos = [info for info in infos if info[0] != RESERVED]
+            prefix = path if path.endswith("/") else path + "/"
+            self.dirs.add(rel)
+            mark = None
+            if self._stamps is not None:
+                mark = stamp(infos, self._salt)
+                known = self._stamps.get(rel)
+                if known is not None and known[0] == mark:
+                    return self._stamped(node, prefix, rel, infos, known, stack)
+                self.dirty += 1
             # An unchanged file is the common case of a restart: looked up here directly.
             lookup = self.index.lookup if self.index is not None and not self.verify else None
-            # In name order, as rsync creates them: a directory's size then comes out the same.
-            prefix = path if path.endswith("/") else path + "/"
-            for info in sorted(self.fs.entries(path)):
+            made, skipped, links = 0, len(self.skipped), {}
+            for info in infos:
                 name = info[0]
-                if not rel and name == RESERVED:
-                    continue
                 child_path, child_rel = prefix + name, join(rel, name)
                 if ignore is not None and ignore(child_rel, info[1] == "d"):
+                    made += 1
                     continue
                 if info[1] == "d":
+                    made += 1
                     sub = node.children[name] = DirNode(meta=info[3])
                     stack.append((sub, child_path, child_rel, node, name))
                     continue
                 if lookup is not None and info[1] == "f":
                     known = lookup(child_rel, info[2])
                     if known is not None:
+                        made += 1
                         self.files += 1
                         self.seen.add(child_rel)
                         node.children[name] = FileNode(known[0], known[2], known[1], info[3])
@@ -211,8 +254,77 @@ class Scanner:
                 if child is _UNREADABLE:
                     node.keep.add(name)
                 elif child is not None:
+                    made += 1
                     node.children[name] = child  # type: ignore[assignment]
+                    if info[1] == "l":
+                        links[name] = self._links.pop(child_rel)
+            if (
+                mark is not None
+                and made == len(infos)
+                and len(self.skipped) == skipped
+                and all(max(i[2][1], i[2][2]) < self._since for i in infos)
+            ):
+                self._fresh.append((rel, node, mark, links))
+            return node
+        self._fill_plain(node, path, rel, stack)
+        return node
+
+    def _stamped(
+        self, node: DirNode, prefix: str, rel: str, infos: list, known: tuple, stack: list
+    ) -> StampedDir:
+        """A directory whose entries are as stamped: only its subdirectories are made (and
+        queued); its files come from the stored listing if anything asks."""
+        assert self.index is not None
+        stamps = self.index.stamps
+        new = StampedDir(node.meta, rel, partial(stamps.listing, rel, known[2]), self.index.tree)
+        own = own_children(new)
+        for info in infos:
+            if info[1] == "d":
+                name = info[0]
+                child_rel = join(rel, name)
+                if self.ignore is not None and self.ignore(child_rel, True):
+                    continue
+                sub = own[name] = DirNode(meta=info[3])
+                stack.append((sub, prefix + name, child_rel, new, name))
+        self.files += known[3]
+        self.clean.add(rel)
+        self._pending.append((new, known))
+        return new
+
+    def _settle(self) -> None:
+        """After the scan: a stamped directory whose subdirectories hash as recorded takes
+        its stored hash (deepest first), others load their files and hash as usual; then
+        directories listed entry by entry get their stamp for the next scan."""
+        for node, known in reversed(self._pending):
+            if not node.keep and subdirs_digest(node.subdirs()) == known[1]:
+                node.settle(known[2])
+            else:
+                node.children  # noqa: B018  (loaded, then hashed as any directory)
+        assert self.index is not None
+        for rel, node, mark, links in self._fresh:
+            if node.keep:
+                continue
+            files = file_listing(node, links)
+            row = (mark, subdirs_digest(node.subdirs()), node.hash, len(files))
+            self.index.stamps.put(rel, row, files)
+
+    def tidy(self, below: str = "") -> None:
+        """Drop what the index holds of paths at or below ``below`` that this scan did not
+        find (nothing to compare when every directory matched its stamp)."""
+        if self.index is None:
             return
+        stamping = self._stamps is not None
+        self.index.keep_only(
+            self.seen,
+            below,
+            self.clean,
+            self.dirs if stamping else None,
+            settled=stamping and self.dirty == 0 and below in self.clean,
+        )
+
+    def _fill_plain(self, node: DirNode, path: str, rel: str, stack: list) -> None:
+        """A filesystem that lists names only (the contract's): one test per entry."""
+        ignore = self.ignore
         for name in self.fs.listdir(path):
             if not rel and name == RESERVED:
                 continue
@@ -254,6 +366,17 @@ class Scanner:
         if index is not None:
             index.store(rel, key, node.kind, node.tree)  # type: ignore[arg-type]
         return node
+
+
+def _salt(ignore: Callable[[str, bool], bool] | None) -> bytes | None:
+    """What a stamp must also cover: the exclude rules (``None``: rules it cannot name, so
+    no stamps)."""
+    if ignore is None:
+        return b""
+    patterns = getattr(ignore, "patterns", None)
+    if patterns is None:
+        return None
+    return blake3("\0".join(patterns).encode("utf-8", "surrogateescape")).digest()
 
 
 def _counted(

@@ -238,7 +238,7 @@ class ReplicatorSource:
         self.skipped += scanner.skipped
         self.stats.files_scanned += scanner.files
         if self._index is not None:
-            self._index.keep_only(scanner.seen, rel)
+            scanner.tidy(rel)
             self._index.commit()
         return node
 

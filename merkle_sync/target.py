@@ -188,7 +188,7 @@ class ReplicatorTarget:
         scanner = Scanner(self.fs, None, file_index, verify, self._ignore)
         root = scanner.node(self.dir)
         if file_index is not None:
-            file_index.keep_only(scanner.seen)
+            scanner.tidy()
             file_index.commit()
         return root
 
