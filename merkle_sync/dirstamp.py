@@ -44,6 +44,17 @@ def stamp(infos: list, salt: bytes) -> bytes:
     return blake3(salt + packed).digest(STAMP_BYTES)
 
 
+def salt(ignore: Callable[[str, bool], bool] | None) -> bytes | None:
+    """What a stamp must also cover: the exclude rules (``None``: rules it cannot name, so
+    no stamps)."""
+    if ignore is None:
+        return b""
+    patterns = getattr(ignore, "patterns", None)
+    if patterns is None:
+        return None
+    return blake3("\0".join(patterns).encode("utf-8", "surrogateescape")).digest()
+
+
 def subdirs_digest(subdirs: Iterable[tuple[str, DirNode]]) -> bytes:
     """The names and hashes of a directory's subdirectories: the part of its hash a stamp of
     its direct entries cannot vouch for."""

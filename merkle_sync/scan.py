@@ -9,12 +9,20 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from blake3 import blake3
-
-from merkle_sync.contenttree import stream_tree
-from merkle_sync.dirstamp import StampedDir, file_listing, own_children, stamp, subdirs_digest
+from merkle_sync.beneath import EscapeRefused, check_beneath
+from merkle_sync.contenttree import ContentTree, stream_tree
+from merkle_sync.dirstamp import (
+    StampedDir,
+    file_listing,
+    own_children,
+    salt,
+    stamp,
+    subdirs_digest,
+)
+from merkle_sync.diskfs import DiskFileSystem
 from merkle_sync.fileindex import RACY_NS, FileIndex, StatKey
 from merkle_sync.fs import EntryInfo, RangeReader, StatScanner
+from merkle_sync.hashpool import HashQueue, cores
 from merkle_sync.merkle import (
     KIND_BYTES,
     KIND_LINK,
@@ -27,35 +35,7 @@ from merkle_sync.merkle import (
 )
 from merkle_sync.protocol import RESERVED
 
-
-class EscapeRefused(OSError):
-    """A directory on a path inside a mirrored tree is no longer a directory (a symbolic link
-    put there by someone else, say): following it could read or write outside the tree, so
-    nothing is done there. A rescan from above sees the link for what it is."""
-
-    def __init__(self, message: str, rel: str) -> None:
-        super().__init__(message)
-        self.rel = rel  # the entry that is not a real directory
-
-
-def check_beneath(fs: Any, root: str, rel_dir: str, checked: set[str]) -> None:
-    """Every directory from ``root`` down to ``rel_dir`` is a real directory, not a link
-    (``fs.isdir`` never follows one on a disk). ``checked`` remembers what passed."""
-    todo = []
-    while rel_dir not in checked:
-        todo.append(rel_dir)
-        if not rel_dir:
-            break
-        rel_dir = posixpath.dirname(rel_dir)
-    for rel in reversed(todo):  # from the root down
-        path = posixpath.join(root, rel) if rel else root
-        try:
-            real = fs.isdir(path)
-        except OSError:
-            real = False
-        if not real:
-            raise EscapeRefused(f"refusing to go through {path!r}: not a real directory", rel)
-        checked.add(rel)
+__all__ = ["UNREADABLE", "EscapeRefused", "ReadCache", "Scanner", "check_beneath", "scan"]
 
 
 class ReadCache(dict):
@@ -101,6 +81,7 @@ class Scanner:
         verify: bool = False,
         ignore: Callable[[str, bool], bool] | None = None,
         on_read: Callable[[int], None] | None = None,
+        workers: int | None = None,
     ) -> None:
         self.fs = fs
         #: Told the size of each window of file content read for hashing (progress).
@@ -120,7 +101,7 @@ class Scanner:
         #: when not used), the directories found, those whose stamp matched, and how many
         #: were listed entry by entry.
         self._stamps: dict[str, tuple] | None = None
-        self._salt = _salt(ignore)
+        self._salt = salt(ignore)
         self.dirs: set[str] = set()
         self.clean: set[str] = set()
         self.dirty = 0
@@ -128,6 +109,13 @@ class Scanner:
         self._fresh: list[tuple[str, DirNode, bytes, dict[str, bytes]]] = []
         self._links: dict[str, bytes] = {}
         self._since = time.time_ns() - RACY_NS
+        #: Files of a listed directory that must be read go to a queue, hashed in batches on
+        #: every core (``merkle_sync.hashpool``); ``workers``: processes, default the cores.
+        self._queue = None
+        if self.listing and self.ranged:
+            # Workers read with the disk's own reads: another filesystem reads here.
+            workers = (cores() if type(fs) is DiskFileSystem else 1) if workers is None else workers
+            self._queue = HashQueue(self._hashed, workers, fs.read_range)
 
     def node(self, path: str, rel: str = "") -> Node | None:
         fs = self.fs
@@ -146,10 +134,14 @@ class Scanner:
                     top = self._entry(path, rel, fs.info(path))
                 else:
                     top = self._guarded(path, rel, fs.info(path))  # type: ignore[assignment]
+                if self._queue is not None:
+                    self._queue.drain()
                 if self._stamps is not None:
                     self._settle()
                 return top
             finally:
+                if self._queue is not None:
+                    self._queue.close()
                 if self.index is not None:
                     self.index.release()
         if not fs.isdir(path):
@@ -250,6 +242,11 @@ class Scanner:
                         self.seen.add(child_rel)
                         node.children[name] = FileNode(known[0], known[2], known[1], info[3])
                         continue
+                if info[1] == "f" and self._queue is not None:
+                    made += 1
+                    node.children[name] = None  # type: ignore[assignment]  # (name order)
+                    self._queue.add((node, name, child_rel, info), child_path)
+                    continue
                 child = self._guarded(child_path, child_rel, info)
                 if child is _UNREADABLE:
                     node.keep.add(name)
@@ -268,6 +265,23 @@ class Scanner:
             return node
         self._fill_plain(node, path, rel, stack)
         return node
+
+    def _hashed(self, item: tuple, tree: ContentTree | OSError) -> None:
+        """A queued file's tree (or why it could not be read): as ``file`` would make it."""
+        node, name, rel, info = item
+        if isinstance(tree, OSError):
+            del node.children[name]
+            if not isinstance(tree, FileNotFoundError):  # gone since listed: simply absent
+                node.keep.add(name)
+                self.skipped.append((rel, f"{type(tree).__name__}: {tree.strerror or tree}"))
+            return
+        self.files += 1
+        if self.on_read is not None:
+            self.on_read(tree.size)
+        node.children[name] = FileNode.from_tree(KIND_BYTES, tree, info[3])
+        if self.index is not None:
+            self.seen.add(rel)
+            self.index.store(rel, info[2], KIND_BYTES, tree)
 
     def _stamped(
         self, node: DirNode, prefix: str, rel: str, infos: list, known: tuple, stack: list
@@ -366,17 +380,6 @@ class Scanner:
         if index is not None:
             index.store(rel, key, node.kind, node.tree)  # type: ignore[arg-type]
         return node
-
-
-def _salt(ignore: Callable[[str, bool], bool] | None) -> bytes | None:
-    """What a stamp must also cover: the exclude rules (``None``: rules it cannot name, so
-    no stamps)."""
-    if ignore is None:
-        return b""
-    patterns = getattr(ignore, "patterns", None)
-    if patterns is None:
-        return None
-    return blake3("\0".join(patterns).encode("utf-8", "surrogateescape")).digest()
 
 
 def _counted(

@@ -1,0 +1,112 @@
+"""Hashing files on every core, for scans that must read many files (a first scan, a
+``--checksum`` scan, a tree that changed wholesale).
+
+In one process, hashing runs on one core: pyfastcdc's cut loop holds the GIL, and blake3
+releases it only for inputs much larger than a leaf (measured: two threads hash 8 KiB leaves
+more slowly than one). So the work goes to worker processes instead: each takes a path,
+reads it through a bounded window, cuts and hashes its leaves, and sends back only the leaf
+hashes and ends (40 bytes per 8 KiB leaf); the scanning process builds the tree above them
+and keeps the index. A pool starts only for a batch of at least ``POOL_MIN`` files: below
+that, starting the workers costs more than they save. One large file is cut in order in
+one worker (content-defined cuts depend on what came before), so it gains nothing.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from array import array
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from merkle_sync.chunking import leaf_hash, stream_leaves
+from merkle_sync.contenttree import ContentTree, tree_from_leaves
+
+Reader = Callable[[str, int, int], bytes]
+
+#: Files queued before a batch is hashed: bounds what the queue holds (a path each).
+BATCH_FILES = 4096
+#: A batch this small is hashed here: the workers' start (about 0.1 s) would not pay.
+POOL_MIN = 512
+#: Files a worker takes at a time: fewer messages for small files, still balanced.
+PER_TASK = 16
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def leaves(path: str, read: Reader | None = None) -> tuple[bytes, bytes] | OSError:
+    """A file's leaf hashes and ends, or the error that stopped the read. ``read``: the
+    scan's ``read_range``; in a worker, ``DiskFileSystem``'s (a link is never followed)."""
+    if read is None:
+        from merkle_sync.diskfs import DiskFileSystem
+
+        read = DiskFileSystem().read_range
+    hashes, ends, end = [], array("Q"), 0
+    try:
+        for digest, length in stream_leaves(partial(read, path)):
+            hashes.append(digest)
+            end += length
+            ends.append(end)
+    except OSError as exc:
+        return OSError(exc.errno, exc.strerror)
+    if not hashes:  # an empty file is one empty leaf, as ``TreeBuilder`` makes it
+        hashes.append(leaf_hash(b""))
+        ends.append(0)
+    return b"".join(hashes), ends.tobytes()
+
+
+def tree_of(result: tuple[bytes, bytes]) -> ContentTree:
+    hashes, ends_blob = result
+    ends = array("Q")
+    ends.frombytes(ends_blob)
+    return tree_from_leaves(hashes, ends)
+
+
+Done = Callable[[Any, ContentTree | OSError], None]
+
+
+class HashQueue:
+    """Files to hash, in batches: each result goes to ``done(item, tree or error)`` in the
+    order the files were queued."""
+
+    def __init__(self, done: Done, workers: int, read: Reader) -> None:
+        self._done = done
+        #: Worker processes; 1: none, each file is read here with ``read``.
+        self.workers = workers
+        self._read = read
+        self._items: list[tuple[Any, str]] = []
+        self._pool: Any = None
+
+    def add(self, item: Any, path: str) -> None:
+        self._items.append((item, path))
+        if len(self._items) >= BATCH_FILES:
+            self.drain()
+
+    def drain(self) -> None:
+        items, self._items = self._items, []
+        if not items:
+            return
+        paths = [path for _, path in items]
+        if self._pool is None and self.workers > 1 and len(items) >= POOL_MIN:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["merkle_sync.hashpool"])
+            self._pool = context.Pool(self.workers)
+        if self._pool is not None:
+            results = self._pool.imap(leaves, paths, PER_TASK)
+        else:
+            results = map(partial(leaves, read=self._read), paths)
+        for (item, _), result in zip(items, results, strict=True):
+            self._done(item, result if isinstance(result, OSError) else tree_of(result))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
