@@ -6,15 +6,20 @@ releases it only for inputs much larger than a leaf (measured: two threads hash 
 more slowly than one). So the work goes to worker processes instead: each takes a path,
 reads it through a bounded window, cuts and hashes its leaves, and sends back only the leaf
 hashes and ends (40 bytes per 8 KiB leaf); the scanning process builds the tree above them
-and keeps the index. A pool starts only for a batch of at least ``POOL_MIN`` files: below
-that, starting the workers costs more than they save. One large file is cut in order in
-one worker (content-defined cuts depend on what came before), so it gains nothing.
+and keeps the index. The workers are forked (no main module is imported again), and only
+when this process runs no other thread; a pool starts only for a batch of ``POOL_MIN``
+files or ``POOL_MIN_BYTES``: below that, starting it costs more than it saves. Measured on
+2 cores: 600 files of 1 MiB hash in 0.49 s instead of 0.86 (1.8x); 100,000 files of 0-2 KiB
+gain nothing (the scanning process's own work per file is the bound); one large file is
+cut in order in one worker (content-defined cuts depend on what came before), so it gains
+nothing either.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from array import array
 from collections.abc import Callable
 from functools import partial
@@ -27,8 +32,10 @@ Reader = Callable[[str, int, int], bytes]
 
 #: Files queued before a batch is hashed: bounds what the queue holds (a path each).
 BATCH_FILES = 4096
-#: A batch this small is hashed here: the workers' start (about 0.1 s) would not pay.
+#: A batch with fewer files and fewer bytes than these is hashed here: starting the workers
+#: would not pay.
 POOL_MIN = 512
+POOL_MIN_BYTES = 64 << 20
 #: Files a worker takes at a time: fewer messages for small files, still balanced.
 PER_TASK = 16
 
@@ -62,6 +69,12 @@ def leaves(path: str, read: Reader | None = None) -> tuple[bytes, bytes] | OSErr
     return b"".join(hashes), ends.tobytes()
 
 
+def _can_fork() -> bool:
+    """Forking a process that runs other threads may copy a lock one of them holds: then
+    the files are hashed here instead."""
+    return threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+
+
 def tree_of(result: tuple[bytes, bytes]) -> ContentTree:
     hashes, ends_blob = result
     ends = array("Q")
@@ -82,22 +95,26 @@ class HashQueue:
         self.workers = workers
         self._read = read
         self._items: list[tuple[Any, str]] = []
+        self._bytes = 0
         self._pool: Any = None
 
-    def add(self, item: Any, path: str) -> None:
+    def add(self, item: Any, path: str, size: int) -> None:
         self._items.append((item, path))
+        self._bytes += size
         if len(self._items) >= BATCH_FILES:
             self.drain()
 
     def drain(self) -> None:
         items, self._items = self._items, []
+        size, self._bytes = self._bytes, 0
         if not items:
             return
         paths = [path for _, path in items]
-        if self._pool is None and self.workers > 1 and len(items) >= POOL_MIN:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["merkle_sync.hashpool"])
-            self._pool = context.Pool(self.workers)
+        big = len(items) >= POOL_MIN or (len(items) > 1 and size >= POOL_MIN_BYTES)
+        if self._pool is None and self.workers > 1 and big and _can_fork():
+            # Forked: the workers have this process's modules at once, and no main module
+            # is imported again (which a library must not ask of the programs using it).
+            self._pool = multiprocessing.get_context("fork").Pool(self.workers)
         if self._pool is not None:
             results = self._pool.imap(leaves, paths, PER_TASK)
         else:

@@ -245,7 +245,7 @@ class Scanner:
                 if info[1] == "f" and self._queue is not None:
                     made += 1
                     node.children[name] = None  # type: ignore[assignment]  # (name order)
-                    self._queue.add((node, name, child_rel, info), child_path)
+                    self._queue.add((node, name, child_rel, info), child_path, info[2][0])
                     continue
                 child = self._guarded(child_path, child_rel, info)
                 if child is _UNREADABLE:
