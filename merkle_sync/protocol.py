@@ -26,6 +26,7 @@ from merkle_sync.checks import (  # the limits live there, beside the checks tha
     MAX_SPAN,
     MAX_SUBS,
     MIN_HASH,
+    PROBE_CHECK,
     RESERVED,
     ProtocolError,
     _require,
@@ -206,9 +207,20 @@ class WalkReply(Message):
     #: root: the apply that follows names it as its base, so a replayed or stale apply is
     #: refused once the target has changed.
     root: bytes = b""
+    #: ``PROBE_CHECK`` bytes per leaf of the walk's refinement probe where the target found
+    #: something, in order: a hash of the full hashes of the sub-chunks it found there
+    #: (``refine.probe_check``), so a short probe hash that met the wrong sub-chunk is
+    #: caught here, before the apply.
+    checks: bytes = b""
 
     def __post_init__(self) -> None:
         _require(isinstance(self.equal, bool), "equal must be bool")
+        _require(
+            isinstance(self.checks, bytes)
+            and len(self.checks) % PROBE_CHECK == 0
+            and len(self.checks) <= MAX_BASIS * PROBE_CHECK,
+            "bad probe checks",
+        )
         _require(
             isinstance(self.root, bytes) and (not self.root or MIN_HASH <= len(self.root) <= 32),
             "bad target root",

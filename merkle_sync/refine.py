@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from merkle_sync.checks import probe_hash_len
+from blake3 import blake3
+
+from merkle_sync.checks import PROBE_CHECK, probe_hash_len
 from merkle_sync.chunking import CHUNK_AVG, CHUNK_MAX, sub_chunks
 from merkle_sync.cover import missing_leaves
 from merkle_sync.merkle import FileNode
@@ -83,9 +85,30 @@ def refine(
     return tuple(probe), tuple(spans)
 
 
-def answer(refined: dict[bytes, Probed], bits: Callable[[int], bool], first: int) -> None:
-    """Record the target's answers, which start at bit ``first`` of its bitmap, in order."""
-    at = first
-    for probed in sorted(refined.values(), key=lambda p: p.k):
+def answer(
+    refined: dict[bytes, Probed], bits: Callable[[int], bool], first: int, checks: bytes
+) -> int:
+    """Record the target's answers, which start at bit ``first`` of its bitmap, in order.
+
+    A leaf whose check (``WalkReply.checks``: one for each leaf with hits) disagrees with the
+    sub-chunks found for it had a short hash meet the wrong old bytes: it leaves ``refined``
+    and is sent as a whole leaf of literals (the target's answer for it is never named).
+    Returns how many leaves that was."""
+    at, wrong = first, []
+    for key, probed in sorted(refined.items(), key=lambda item: item[1].k):
         probed.found = [bits(at + i) for i in range(len(probed.parts))]
         at += len(probed.parts)
+        hits = [h for (h, _, _), hit in zip(probed.parts, probed.found, strict=True) if hit]
+        if hits:  # a check for each leaf with hits, in order
+            theirs, checks = checks[:PROBE_CHECK], checks[PROBE_CHECK:]
+            if theirs != probe_check(hits):
+                wrong.append(key)
+    for key in wrong:
+        del refined[key]
+    return len(wrong)
+
+
+def probe_check(found: list[bytes]) -> bytes:
+    """What both sides compute of the full hashes of the sub-chunks found for one refined
+    leaf (``WalkReply.checks``)."""
+    return blake3(b"".join(found)).digest()[:PROBE_CHECK]

@@ -194,7 +194,7 @@ class SyncSession:
             self._diff(rel, listed, matched)
         if self._probe_sent:
             self._probe_sent = False
-            answer(self._refined, reply.has, len(self._asked))
+            answer(self._refined, reply.has, len(self._asked), reply.checks)
         for i, ref in enumerate(self._asked):
             if reply.has(i):
                 key = self._short(ref)

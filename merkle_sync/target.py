@@ -26,6 +26,7 @@ from merkle_sync.protocol import (
     WalkReply,
     trusted,
 )
+from merkle_sync.refine import probe_check
 from merkle_sync.scan import Scanner
 from merkle_sync.store import PATCH_MIN, TargetStore
 from merkle_sync.wire import StreamDecoder, encode
@@ -257,12 +258,18 @@ class ReplicatorTarget:
                 if len(confirmed) < MAX_CONFIRMED:
                     confirmed.append(h)
         bits = _pack_bits(bits, len(req.have), matched)
+        checks = b""
         if req.refine:
             self._probed = _probe(req, cut)
             found = (f is not None for leaf in self._probed for f in leaf)
             bits = _pack_bits(bits, len(req.have) + len(matched), found)
+            checks = b"".join(
+                probe_check([f[0] for f in leaf if f]) for leaf in self._probed if any(leaf)
+            )
         root = self.tree.hash[:n] if req.root else b""  # the state the apply must find
-        return trusted(WalkReply, False, tuple(listings), bytes(bits), len(self.index), root)
+        return trusted(
+            WalkReply, False, tuple(listings), bytes(bits), len(self.index), root, checks
+        )
 
     def _cut(self, spans: tuple[Span, ...]) -> dict[Span, list[Sub]]:
         """The sub-chunks of the old leaves overlapping each span, in file order.

@@ -30,10 +30,11 @@ PROGRAM = "merkle-sync"
 #: Bumped whenever a frame's meaning changes; peers must speak the same number.
 #: 2: deltas against kept copies, the compact probe, packed literals, digest listings, and a
 #: walk's hashes joined in one string; a peer of protocol 1 reads none of these.
-PROTOCOL = 2
+#: 3: 3-byte probe hashes, checked by the target per refined leaf (``WalkReply.checks``).
+PROTOCOL = 3
 FEATURES = (
     "zstd-stream", "meta", "links", "exclude", "max-delete", "dry-run",
-    "delta", "probe", "packed", "digests",
+    "delta", "probe", "packed", "digests", "probe-check",
 )  # fmt: skip
 #: A record's payload at most: a frame plus its tag byte. Hellos and errors are far smaller.
 MAX_RECORD = MAX_FRAME + 16

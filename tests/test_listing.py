@@ -58,7 +58,7 @@ def test_a_walk_with_digests_is_valid_and_round_trips():
     assert msgpack.unpackb(pack(two))[4] == H8 + b"\x02" * 8
     assert decode(encode(two)) == two
     # With a probe as well: the digests come after it on the wire.
-    probe = Walk(8, b"", ("a",), (), (Span("f", 0, 100),), (b"abcd",), (_item(4, 3),))
+    probe = Walk(8, b"", ("a",), (), (Span("f", 0, 100),), (b"abc",), (_item(4, 3),))
     assert decode(encode(probe)) == probe
 
 

@@ -13,6 +13,8 @@ import msgpack
 import pytest
 
 import merkle_sync.checks
+import merkle_sync.refine
+import merkle_sync.target
 from merkle_sync import (
     FileSystemEvent,
     FileSystemEventType,
@@ -100,9 +102,9 @@ SPAN = Span("f", 0, 100)
 
 def test_a_walk_with_a_probe_and_its_basis_is_valid_and_round_trips():
     """The control for the refusals below, and the 6-field walk on the wire."""
-    walk = Walk(8, b"", (), (H8,), (SPAN, Span("g", 5, 50)), (b"abcd", b"efghijkl"))
+    walk = Walk(8, b"", (), (H8,), (SPAN, Span("g", 5, 50)), (b"abc", b"efghij"))
     assert decode(encode(walk)) == walk
-    assert decode(encode(walk)).refine == (b"abcd", b"efghijkl")
+    assert decode(encode(walk)).refine == (b"abc", b"efghij")
     plain = Walk(8, b"", (), (H8,), (SPAN,))  # no probe: still the 5-field walk
     assert decode(encode(plain)) == plain
     assert len(msgpack.unpackb(encode(plain))) == 6  # the type and 5 fields
@@ -110,7 +112,7 @@ def test_a_walk_with_a_probe_and_its_basis_is_valid_and_round_trips():
 
 @pytest.mark.parametrize(
     ("basis", "refine"),
-    [((), (b"abcd",)), ((SPAN,), (b"abcd", b"efgh")), ((SPAN, SPAN), (b"abcd",))],
+    [((), (b"abc",)), ((SPAN,), (b"abc", b"efg")), ((SPAN, SPAN), (b"abc",))],
     ids=["no-basis", "fewer-spans", "more-spans"],
 )
 def test_a_probe_names_one_leaf_per_basis_span(basis, refine):
@@ -123,12 +125,12 @@ def test_a_probe_names_one_leaf_per_basis_span(basis, refine):
     "leaf",
     [
         b"",
-        b"abc",
+        b"ab",
         b"abcde",
         bytes(SUB_HASH * MAX_SUBS + SUB_HASH),
         bytes(SUB_HASH * MAX_SUBS + 1),
-        "abcd",
-        (b"abcd",),
+        "abc",
+        (b"abc",),
         4,
     ],
     ids=["empty", "short", "ragged", "past-max-subs", "ragged-past-max", "str", "tuple", "int"],
@@ -158,11 +160,11 @@ def test_a_walk_asks_about_at_most_max_items_hashes_probe_included():
 @pytest.mark.parametrize(
     "body",
     [
-        [1, 8, b"", [], b"", [], [b"abcd"]],  # a probe without its basis
-        [1, 8, b"", [], b"", ["f", 0, 100], [b"abc"]],  # ragged
-        [1, 8, b"", [], b"", ["f", 0, 100], b"abcd"],  # not a list of leaves
-        [1, 8, b"", [], b"", ["f", 0, 100], [b"abcd"], 0],  # digests that are not a list
-        [1, 8, b"", [], b"", ["f", 0, 100], [b"abcd"], [], 0],  # 8 fields
+        [1, 8, b"", [], b"", [], [b"abc"]],  # a probe without its basis
+        [1, 8, b"", [], b"", ["f", 0, 100], [b"abcd"]],  # ragged
+        [1, 8, b"", [], b"", ["f", 0, 100], b"abc"],  # not a list of leaves
+        [1, 8, b"", [], b"", ["f", 0, 100], [b"abc"], 0],  # digests that are not a list
+        [1, 8, b"", [], b"", ["f", 0, 100], [b"abc"], [], 0],  # 8 fields
         [1, 8, b"", [], b""],  # 4 fields
     ],
     ids=["no-basis", "ragged", "bytes", "bad-digests", "eight-fields", "four-fields"],
@@ -784,11 +786,14 @@ def test_a_running_source_re_plans_after_a_hand_edit_between_probe_and_apply(tmp
 
 # -- a false match in the probe -----------------------------------------------------------
 def test_a_false_match_in_the_probe_is_repaired(monkeypatch):
-    """``SUB_HASH``: "A false match is caught by the file hash and repaired by the walk with
-    full hashes that follows". At 4 bytes one sync in about 13,000 meets one; at 1 byte
-    (both sides) nearly every probe does. The retry's probe has full hashes, so it cannot
-    meet the same false match (before it did, and the sync failed for good)."""
+    """``SUB_HASH``: a false match the leaf check misses (one in 65,536; here every one, the
+    checks made to always agree) "is left to the file hash and the repair walk with full
+    hashes that follows". At 1 byte (both sides) nearly every probe meets one. The retry's
+    probe has full hashes, so it cannot meet the same false match (before it did, and the
+    sync failed for good). ``tests/test_probe_check.py``: the checks catch them."""
     monkeypatch.setattr(merkle_sync.checks, "SUB_HASH", 1)
+    monkeypatch.setattr(merkle_sync.refine, "probe_check", lambda found: b"k")
+    monkeypatch.setattr(merkle_sync.target, "probe_check", lambda found: b"k")
     world = _world(None)
     tap = Tap(world.target)
     _source(world, tap)
