@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from typing import NoReturn
 
@@ -215,14 +217,50 @@ def _count(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from merkle_sync import command
-
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:
+        from merkle_sync import command
+
         args = serve_parser().parse_args(argv[1:])
         return command.serve_stdio(args.dir)
     args = sync_parser().parse_args(argv)
-    return command.run(args)
+    early = start_local_target(args.src, args.dst)
+    from merkle_sync import command  # the engine loads while the target's process starts
+
+    return command.run(args, early)
+
+
+def split_remote(spec: str) -> tuple[str, str] | None:
+    """``[user@]host:path`` as ``(host, path)``; ``None`` for a local path (rsync's rule: a
+    colon before any slash)."""
+    colon, slash = spec.find(":"), spec.find("/")
+    if colon <= 0 or (slash != -1 and slash < colon):
+        return None
+    return spec[:colon], spec[colon + 1 :] or "."
+
+
+def local_target_argv(dst: str) -> list[str]:
+    """The target's process for a local DST (``dst`` resolved)."""
+    return [sys.executable, "-m", "merkle_sync", "serve", "--stdio", dst]
+
+
+def start_local_target(src: str, dst: str) -> subprocess.Popen | None:
+    """The local target's process, started before this one loads the engine, so the two
+    start at once (a no-op of Django is a fifth of a second, half of it starting up). It
+    does nothing until it is greeted: if the command stops at a usage error first, it
+    sees its input close and exits. ``None`` for a remote DST, or if it cannot start (the
+    command then reports why when it tries again)."""
+    if split_remote(src) is not None or split_remote(dst) is not None:
+        return None
+    try:  # its own session: Ctrl-C reaches us only, and we close the link cleanly
+        return subprocess.Popen(
+            local_target_argv(os.path.realpath(dst)),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError:
+        return None
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from typing import Any
 
 from merkle_sync import cli
 from merkle_sync.checks import ProtocolError, Refused
+from merkle_sync.cli import split_remote
 from merkle_sync.diskfs import DiskFileSystem
 from merkle_sync.fs import FileSystemEvent
 from merkle_sync.ignore import Ignore, source_patterns
@@ -32,15 +33,6 @@ from merkle_sync.scan import SPECIAL
 from merkle_sync.serve import serve
 from merkle_sync.source import ReplicatorSource, SyncError, SyncStats
 from merkle_sync.transport import Link, PipeRpc, RemoteError, describe
-
-
-def split_remote(spec: str) -> tuple[str, str] | None:
-    """``[user@]host:path`` as ``(host, path)``; ``None`` for a local path (rsync's rule: a
-    colon before any slash)."""
-    colon, slash = spec.find(":"), spec.find("/")
-    if colon <= 0 or (slash != -1 and slash < colon):
-        return None
-    return spec[:colon], spec[colon + 1 :] or "."
 
 
 def overlap(a: str, b: str) -> bool:
@@ -64,14 +56,23 @@ class Peer:
     started directly. A process of its own scans and hashes the target while this one
     does the source, on another core."""
 
-    def __init__(self, argv: list[str], label: str, shell: str | None = None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        label: str,
+        shell: str | None = None,
+        started: subprocess.Popen | None = None,
+    ) -> None:
         self.argv, self.shell = argv, shell
-        try:  # its own session: Ctrl-C reaches us only, and we close the link cleanly
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
-            )
-        except OSError as exc:
-            raise cli.UsageError(f"cannot run {argv[0]!r}: {exc}") from exc
+        if started is not None and started.args == argv and started.poll() is None:
+            self.proc = started  # started before the engine loaded (``cli.main``)
+        else:
+            try:  # its own session: Ctrl-C reaches us only, and we close the link cleanly
+                self.proc = subprocess.Popen(
+                    argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+                )
+            except OSError as exc:
+                raise cli.UsageError(f"cannot run {argv[0]!r}: {exc}") from exc
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.link = Link(self.proc.stdout, self.proc.stdin, label)
         self.link.on_eof = self._why
@@ -84,8 +85,8 @@ class Peer:
         return cls(argv, f"{host}:{path}", argv[0])
 
     @classmethod
-    def local(cls, path: str) -> Peer:
-        return cls([sys.executable, "-m", "merkle_sync", "serve", "--stdio", path], path)
+    def local(cls, path: str, started: subprocess.Popen | None = None) -> Peer:
+        return cls(cli.local_target_argv(path), path, started=started)
 
     def _why(self) -> str:
         try:
@@ -120,11 +121,14 @@ def target_options(args: Namespace, patterns: list[str]) -> dict[str, Any]:
     }
 
 
-def run(args: Namespace) -> int:
-    """The one-shot or live sync; returns the exit code (see ``cli.EPILOG``)."""
+def run(args: Namespace, early: subprocess.Popen | None = None) -> int:
+    """The one-shot or live sync; returns the exit code (see ``cli.EPILOG``). ``early``:
+    the local target's process, if ``cli.main`` started it already."""
     try:
         with ExitStack() as stack:
-            return _run(args, stack)
+            if early is not None:
+                stack.callback(_unused, early)
+            return _run(args, stack, early)
     except KeyboardInterrupt:
         print("merkle-sync: interrupted", file=sys.stderr)
         return cli.EXIT_INTERRUPTED
@@ -146,7 +150,22 @@ def _fail(exc: BaseException, code: int) -> int:
     return code
 
 
-def _run(args: Namespace, stack: ExitStack) -> int:
+def _unused(proc: subprocess.Popen) -> None:
+    """A target process started early that the sync did not take (a usage error came
+    first): its input closes, so it exits without having touched anything."""
+    if proc.stdin is not None and not proc.stdin.closed:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def _run(args: Namespace, stack: ExitStack, early: subprocess.Popen | None = None) -> int:
     started = time.monotonic()
     if args.quiet and args.verbose:
         raise cli.UsageError("-q and -v exclude each other")
@@ -174,7 +193,7 @@ def _run(args: Namespace, stack: ExitStack) -> int:
         dst = os.path.realpath(args.dst)
         if overlap(src, dst):
             raise cli.UsageError(f"the source and the target overlap: {src!r} and {dst!r}")
-        peer = Peer.local(dst)
+        peer = Peer.local(dst, early)
         level = 0 if args.compress_level is None else args.compress_level
         keep = 0 if args.keep_copies is None else args.keep_copies << 20
     else:

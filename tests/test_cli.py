@@ -327,6 +327,7 @@ def test_an_empty_source_does_not_empty_the_target_without_force(tmp_path):
 def test_usage_errors_exit_1(src, tmp_path):
     assert "unrecognized" in cli("--no-such-flag", str(src), "x", check=1).stderr
     assert "not a directory" in cli(str(tmp_path / "missing"), str(tmp_path / "d"), check=1).stderr
+    assert not (tmp_path / "d").exists()  # the target's process, started early, did nothing
     assert "overlap" in cli(str(src), str(src / "pkg" / "mirror"), check=1).stderr
     assert "overlap" in cli(str(src / "pkg"), str(src), check=1).stderr
     assert "overlap" in cli(str(src), str(src), check=1).stderr
