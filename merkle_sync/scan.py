@@ -11,14 +11,7 @@ from typing import Any
 
 from merkle_sync.beneath import EscapeRefused, check_beneath
 from merkle_sync.contenttree import ContentTree, stream_tree
-from merkle_sync.dirstamp import (
-    StampedDir,
-    file_listing,
-    own_children,
-    salt,
-    stamp,
-    subdirs_digest,
-)
+from merkle_sync.dirstamp import own_children, salt, stamp
 from merkle_sync.diskfs import DiskFileSystem
 from merkle_sync.fileindex import RACY_NS, FileIndex, StatKey
 from merkle_sync.fs import EntryInfo, RangeReader, StatScanner
@@ -34,6 +27,7 @@ from merkle_sync.merkle import (
     join,
 )
 from merkle_sync.protocol import RESERVED
+from merkle_sync.stamping import Stamping
 
 __all__ = ["UNREADABLE", "EscapeRefused", "ReadCache", "Scanner", "check_beneath", "scan"]
 
@@ -64,7 +58,7 @@ UNREADABLE: Any = object()
 _UNREADABLE = UNREADABLE
 
 
-class Scanner:
+class Scanner(Stamping):
     """Builds nodes reading each file at most once, and not at all when the index knows it.
 
     On a filesystem that lists with stat identities (``StatScanner``) and a ``FileIndex``,
@@ -105,8 +99,10 @@ class Scanner:
         self.dirs: set[str] = set()
         self.clean: set[str] = set()
         self.dirty = 0
-        self._pending: list[tuple[StampedDir, tuple]] = []
-        self._fresh: list[tuple[str, DirNode, bytes, dict[str, bytes]]] = []
+        self._pending: list[tuple[DirNode, tuple]] = []
+        self._fresh: dict[int, tuple[str, DirNode, bytes, dict[str, bytes]]] = {}
+        #: Directories (by ``id``) with a file still in the hash queue, here or below.
+        self._waiting: set[int] = set()
         self._links: dict[str, bytes] = {}
         self._since = time.time_ns() - RACY_NS
         #: Files of a listed directory that must be read go to a queue, hashed in batches on
@@ -181,11 +177,20 @@ class Scanner:
         return None
 
     def _dir(self, path: str, rel: str, meta: Meta | None = None) -> DirNode:
-        """Directories are walked with an explicit stack: any depth, no recursion limit."""
+        """Directories are walked with an explicit stack: any depth, no recursion limit.
+        Each is visited again once everything below it is done (``_leave``)."""
         top = DirNode(meta=meta)
         stack: list[tuple[DirNode, str, str, DirNode | None, str]] = [(top, path, rel, None, "")]
         while stack:
             node, dir_path, dir_rel, parent, name = stack.pop()
+            if not dir_path:  # everything below it is done
+                if parent is None:
+                    top = self._leave(top, None, "")
+                else:
+                    self._leave(own_children(parent)[name], parent, name)  # type: ignore[arg-type]
+                continue
+            if self._stamps is not None:
+                stack.append((node, "", dir_rel, parent, name))
             try:
                 used = self._fill(node, dir_path, dir_rel, stack)
                 if used is not node:  # its stamp matched
@@ -196,6 +201,8 @@ class Scanner:
             except OSError as exc:
                 if parent is None:
                     raise
+                if self._stamps is not None:
+                    stack.pop()  # (its visit once done)
                 del parent.children[name]  # gone since its parent was listed: simply absent
                 if not isinstance(exc, FileNotFoundError):  # unreadable: reported, kept there
                     parent.keep.add(name)
@@ -245,6 +252,7 @@ class Scanner:
                 if info[1] == "f" and self._queue is not None:
                     made += 1
                     node.children[name] = None  # type: ignore[assignment]  # (name order)
+                    self._waiting.add(id(node))
                     self._queue.add((node, name, child_rel, info), child_path, info[2][0])
                     continue
                 child = self._guarded(child_path, child_rel, info)
@@ -261,7 +269,7 @@ class Scanner:
                 and len(self.skipped) == skipped
                 and all(max(i[2][1], i[2][2]) < self._since for i in infos)
             ):
-                self._fresh.append((rel, node, mark, links))
+                self._fresh[id(node)] = (rel, node, mark, links)
             return node
         self._fill_plain(node, path, rel, stack)
         return node
@@ -282,59 +290,6 @@ class Scanner:
         if self.index is not None:
             self.seen.add(rel)
             self.index.store(rel, info[2], KIND_BYTES, tree)
-
-    def _stamped(
-        self, node: DirNode, prefix: str, rel: str, infos: list, known: tuple, stack: list
-    ) -> StampedDir:
-        """A directory whose entries are as stamped: only its subdirectories are made (and
-        queued); its files come from the stored listing if anything asks."""
-        assert self.index is not None
-        stamps = self.index.stamps
-        new = StampedDir(node.meta, rel, partial(stamps.listing, rel, known[2]), self.index.tree)
-        own = own_children(new)
-        for info in infos:
-            if info[1] == "d":
-                name = info[0]
-                child_rel = join(rel, name)
-                if self.ignore is not None and self.ignore(child_rel, True):
-                    continue
-                sub = own[name] = DirNode(meta=info[3])
-                stack.append((sub, prefix + name, child_rel, new, name))
-        self.files += known[3]
-        self.clean.add(rel)
-        self._pending.append((new, known))
-        return new
-
-    def _settle(self) -> None:
-        """After the scan: a stamped directory whose subdirectories hash as recorded takes
-        its stored hash (deepest first), others load their files and hash as usual; then
-        directories listed entry by entry get their stamp for the next scan."""
-        for node, known in reversed(self._pending):
-            if not node.keep and subdirs_digest(node.subdirs()) == known[1]:
-                node.settle(known[2])
-            else:
-                node.children  # noqa: B018  (loaded, then hashed as any directory)
-        assert self.index is not None
-        for rel, node, mark, links in self._fresh:
-            if node.keep:
-                continue
-            files = file_listing(node, links)
-            row = (mark, subdirs_digest(node.subdirs()), node.hash, len(files))
-            self.index.stamps.put(rel, row, files)
-
-    def tidy(self, below: str = "") -> None:
-        """Drop what the index holds of paths at or below ``below`` that this scan did not
-        find (nothing to compare when every directory matched its stamp)."""
-        if self.index is None:
-            return
-        stamping = self._stamps is not None
-        self.index.keep_only(
-            self.seen,
-            below,
-            self.clean,
-            self.dirs if stamping else None,
-            settled=stamping and self.dirty == 0 and below in self.clean,
-        )
 
     def _fill_plain(self, node: DirNode, path: str, rel: str, stack: list) -> None:
         """A filesystem that lists names only (the contract's): one test per entry."""

@@ -326,3 +326,24 @@ def test_any_changes_between_restarts_hash_as_a_full_scan(tmp_path_factory, monk
             continue  # a change that no longer applies to this tree
         node, _ = scan(root, db)
         assert listing(node) == listing(scan(root, None)[0])
+
+
+def test_a_scan_without_stamps_stands_its_directories_as_stamped_once_done(
+    tmp_path, no_racy_window
+):
+    """The target's first restart after it wrote a tree: every file is in the index, no
+    directory has a stamp yet. Each directory is stamped as soon as all below it is done
+    and kept as a ``StampedDir``: the scan does not hold every file node at once."""
+    root, db = tmp_path / "tree", tmp_path / "index.sqlite"
+    make_tree(root)
+    first, _ = scan(root, db)  # hashed in the queue: nothing stamped before the end
+    assert not any(isinstance(d, StampedDir) for _, d in iter_tree(first))
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM dirs")
+    again, scanner = scan(root, db)
+    assert scanner.index.lookups == 25 and scanner.dirty == 7
+    dirs = [d for _, d in iter_tree(again) if isinstance(d, DirNode)]
+    assert len(dirs) == 7 and all(isinstance(d, StampedDir) for d in dirs)
+    assert listing(again) == listing(scan(root, None)[0])
+    third, scanner = scan(root, db)
+    assert scanner.dirty == 0 and third.hash == again.hash
