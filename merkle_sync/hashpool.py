@@ -17,7 +17,6 @@ nothing either.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import threading
 from array import array
@@ -72,6 +71,8 @@ def leaves(path: str, read: Reader | None = None) -> tuple[bytes, bytes] | OSErr
 def _can_fork() -> bool:
     """Forking a process that runs other threads may copy a lock one of them holds: then
     the files are hashed here instead."""
+    import multiprocessing
+
     return threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
 
 
@@ -112,6 +113,8 @@ class HashQueue:
         paths = [path for _, path in items]
         big = len(items) >= POOL_MIN or (len(items) > 1 and size >= POOL_MIN_BYTES)
         if self._pool is None and self.workers > 1 and big and _can_fork():
+            import multiprocessing  # (only when a pool starts: a tenth of a restart's imports)
+
             # Forked: the workers have this process's modules at once, and no main module
             # is imported again (which a library must not ask of the programs using it).
             self._pool = multiprocessing.get_context("fork").Pool(self.workers)
