@@ -273,7 +273,7 @@ def _watch(source: ReplicatorSource, watcher: Any, reporter: Reporter, fs: _Watc
         print("merkle-sync: stopping after this sync (Ctrl-C again to stop now)", file=sys.stderr)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
-    gc.freeze()  # the trees are long-lived: the collector need not walk them while idle
+    _freeze()
     try:
         with contextlib.suppress(KeyboardInterrupt):  # the way out, at any point
             while not stop:
@@ -282,11 +282,20 @@ def _watch(source: ReplicatorSource, watcher: Any, reporter: Reporter, fs: _Watc
                 if watcher.pump(1.0) and source.stats.syncs != before.syncs:
                     fig = reporter.figures(before, source.stats, fs.since, source.skipped)
                     reporter.done(fig)
-                    gc.freeze()
+                    _freeze()
     finally:
         signal.signal(signal.SIGINT, previous)
     print("merkle-sync: stopped watching; every file on the target is whole", file=sys.stderr)
     return cli.EXIT_INTERRUPTED
+
+
+def _freeze() -> None:
+    """The trees are long-lived: the collector need not walk them while idle. What a sync
+    left in reference cycles is collected first: frozen, it would never be (each change's
+    session, with the target's content counts, stayed behind: 5 MB per event on 100,000
+    files, 1.2 GB after 200 events)."""
+    gc.collect()
+    gc.freeze()
 
 
 def serve_stdio(path: str) -> int:
