@@ -14,8 +14,9 @@ a hundred thousand file nodes and lookups.
 A stamp trusts what the file index trusts (a file whose stat identity did not change did
 not change), and no more: a directory with an entry changed less than ``RACY_NS`` before the
 scan, an unreadable entry, or a special file (reported at every scan) gets no stamp; the
-exclude rules are part of the stamp; a file row stored or forgotten drops its directory's
-stamp; ``verify`` ignores stamps as it ignores the index.
+exclude rules are part of the stamp; a file row stored or forgotten unstamps its directory
+(the listing stays, for a node of the old tree still to be filled); ``verify`` ignores
+stamps as it ignores the index.
 """
 
 from __future__ import annotations

@@ -62,7 +62,8 @@ class Scanner(Stamping):
     """Builds nodes reading each file at most once, and not at all when the index knows it.
 
     On a filesystem that lists with stat identities (``StatScanner``) and a ``FileIndex``,
-    an unchanged file costs one ``lstat`` and an index lookup. With ranged reads a file is
+    an unchanged file costs one ``lstat`` and an index lookup, and a directory whose stamp
+    matches (``merkle_sync.dirstamp``) costs its ``lstat`` calls only. With ranged reads a file is
     streamed through a bounded window; otherwise it is read whole, and ``keep`` may hold on
     to its bytes for the sync that follows. The reserved name at the root is never scanned.
     """
