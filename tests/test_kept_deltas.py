@@ -30,25 +30,11 @@ from merkle_sync.merkle import KIND_BYTES, KIND_LINK, FileNode, lookup
 from merkle_sync.protocol import DELTA_MAX, Apply, Write, trusted
 from merkle_sync.testing import MeteredRpc, same_tree, snapshot
 from merkle_sync.wire import decode, encode
+from tests.texts import H8, MUTATIONS
+from tests.texts import edited as _edit
+from tests.texts import source_text as _text
 
-H8 = b"\x01" * 8
-MUTATIONS = ("writefile", "removefile", "removedir", "makedir", "makedirs")
 MODIFIED = FileSystemEventType.FILE_MODIFIED
-
-
-def _text(size: int, seed: int = 1) -> str:
-    """Source-like text: words repeat, so a few bytes' edit is all that differs."""
-    rng = random.Random(seed)
-    words = [
-        "".join(rng.choice("abcdefghij") for _ in range(rng.randint(2, 9))) for _ in range(500)
-    ]
-    out = " ".join(rng.choice(words) for _ in range(size // 3))
-    assert len(out) >= size
-    return out[:size]
-
-
-def _edit(text: str, at: int, patch: str = "EDIT") -> str:
-    return text[:at] + patch + text[at + len(patch) :]
 
 
 # -- the codec ----------------------------------------------------------------------------

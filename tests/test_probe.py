@@ -5,7 +5,6 @@ hostile and stale applies, and when the target forgets its probe."""
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -41,22 +40,9 @@ from merkle_sync.protocol import (
 )
 from merkle_sync.testing import same_tree, snapshot
 from merkle_sync.wire import StreamDecoder, decode, encode
-
-H8 = b"\x01" * 8
-MUTATIONS = ("writefile", "removefile", "removedir", "makedir", "makedirs")
-
-
-def _text(size: int, seed: int = 1) -> str:
-    """Source-like text: words repeat, so the old version holds most of a changed leaf."""
-    rng = random.Random(seed)
-    words = [
-        "".join(rng.choice("abcdefghij") for _ in range(rng.randint(2, 9))) for _ in range(500)
-    ]
-    return " ".join(rng.choice(words) for _ in range(size // 3))[:size]
-
-
-def _edit(text: str, at: int, patch: str, insert: bool = False) -> str:
-    return text[:at] + patch + text[at + (0 if insert else len(patch)) :]
+from tests.texts import H8, MUTATIONS
+from tests.texts import edited as _edit
+from tests.texts import source_text as _text
 
 
 def _leaves(data: bytes) -> list[tuple[int, int, bytes]]:
