@@ -252,15 +252,18 @@ def start_local_target(src: str, dst: str) -> subprocess.Popen | None:
     command then reports why when it tries again)."""
     if split_remote(src) is not None or split_remote(dst) is not None:
         return None
-    try:  # its own session: Ctrl-C reaches us only, and we close the link cleanly
-        return subprocess.Popen(
-            local_target_argv(os.path.realpath(dst)),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            start_new_session=True,
-        )
+    try:
+        return spawn_peer(local_target_argv(os.path.realpath(dst)))
     except OSError:
         return None
+
+
+def spawn_peer(argv: list[str]) -> subprocess.Popen:
+    """The target's process, speaking records on its stdin and stdout. In a session of its
+    own: Ctrl-C reaches us only, and we close the link cleanly."""
+    return subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+    )
 
 
 if __name__ == "__main__":

@@ -67,10 +67,8 @@ class Peer:
         if started is not None and started.args == argv and started.poll() is None:
             self.proc = started  # started before the engine loaded (``cli.main``)
         else:
-            try:  # its own session: Ctrl-C reaches us only, and we close the link cleanly
-                self.proc = subprocess.Popen(
-                    argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
-                )
+            try:
+                self.proc = cli.spawn_peer(argv)
             except OSError as exc:
                 raise cli.UsageError(f"cannot run {argv[0]!r}: {exc}") from exc
         assert self.proc.stdin is not None and self.proc.stdout is not None

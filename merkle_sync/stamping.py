@@ -36,9 +36,7 @@ class Stamping:
     ) -> StampedDir:
         """A directory whose entries are as stamped: only its subdirectories are made (and
         queued); its files come from the stored listing if anything asks."""
-        assert self.index is not None
-        stamps = self.index.stamps
-        new = StampedDir(node.meta, rel, partial(stamps.listing, rel, known[2]), self.index.tree)
+        new = self._stamped_dir(node, rel, known[2])
         own = own_children(new)
         for info in infos:
             if info[1] == "d":
@@ -52,6 +50,13 @@ class Stamping:
         self.clean.add(rel)
         self._pending.append((new, known))
         return new
+
+    def _stamped_dir(self, node: DirNode, rel: str, digest: bytes) -> StampedDir:
+        """``node``'s directory as its stamp row stands for it: files loaded from the row's
+        listing (which must still be the directory hashing to ``digest``) when asked."""
+        assert self.index is not None
+        listing = partial(self.index.stamps.listing, rel, digest)
+        return StampedDir(node.meta, rel, listing, self.index.tree)
 
     def _settle(self) -> None:
         """After the scan: a stamped directory whose subdirectories hash as recorded takes
@@ -87,11 +92,8 @@ class Stamping:
             return node
         rel, _, mark, links = fresh
         row = self._put_stamp(rel, node, mark, links)  # (its files stay in ``seen``)
-        stamps = self.index.stamps
-        new = StampedDir(node.meta, rel, partial(stamps.listing, rel, row[2]), self.index.tree)
-        own = own_children(new)
-        for sub_name, sub in node.subdirs():
-            own[sub_name] = sub
+        new = self._stamped_dir(node, rel, row[2])
+        own_children(new).update(node.subdirs())
         new.settle(row[2])
         if parent is not None:
             own_children(parent)[name] = new
