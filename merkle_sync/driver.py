@@ -4,15 +4,18 @@ Everything received is decoded and validated here, where it is untrusted. Apply 
 one zstd stream per session. Through a plain callable each frame waits for its reply; an
 ``rpc_handle`` that can also ``send`` and ``receive`` separately (a byte-stream link, see
 ``merkle_sync.transport.PipeRpc``) gets up to ``WINDOW`` apply frames in flight, so a link
-with latency pays it once per window, not once per frame.
+with latency pays it once per window, not once per frame, and the zstd level follows the
+link's measured speed between frames (``merkle_sync.adapt``) unless it was given.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from merkle_sync.adapt import SPEED, LevelControl
 from merkle_sync.protocol import Ack, Apply, Message, ProtocolError, Walk, WalkReply
 from merkle_sync.session import SyncSession
 from merkle_sync.wire import StreamEncoder, decode, encode, stream_level
@@ -39,6 +42,10 @@ class SyncStats:
     reused_bytes: int = 0
     #: Files sent as a zstd delta against the version the source kept (``merkle_sync.kept``).
     delta_files: int = 0
+    #: Times the apply stream's zstd level followed the link (``merkle_sync.adapt``), and
+    #: the level of the last apply frame of the last sync (0: plain, or nothing to apply).
+    level_changes: int = 0
+    level: int = 0
     #: Entries of the plans applied (or, in a dry run, planned): files, links and
     #: directories created; files whose content changed; entries whose metadata alone
     #: changed; entries removed (a removed directory counts once, with all it held).
@@ -70,6 +77,10 @@ class Driver:
     def run(self, session: SyncSession, request: Any) -> None:
         stats = self.stats
         self._encoder: StreamEncoder | None = None
+        stats.level = 0
+        self._control: LevelControl | None = None
+        self._adapts = False  # only a pipelined link follows its speed
+        self._planned = 0
         self._session = session
         try:
             if isinstance(self.rpc, StreamRpc) and not self.dry_run:
@@ -91,12 +102,40 @@ class Driver:
             session = self._session
             if self.on_plan is not None:
                 self.on_plan(session)
-            planned = session.planned_bytes()
+            self._planned = planned = session.planned_bytes()
             level = self.compression
             self._encoder = StreamEncoder(
                 stream_level(planned) if level is None else level, planned
             )
-        return self._encoder.encode(request)
+            if level is None and self._encoder.level in SPEED and self._adapts:
+                self._control = LevelControl(self._encoder.level)
+        self.stats.level = self._encoder.level
+        if self._control is None:
+            return self._encoder.encode(request)
+        t0 = time.perf_counter()
+        frame = self._encoder.encode(request)
+        self._control.busy += time.perf_counter() - t0
+        return frame
+
+    def _send(self, request: Any) -> None:
+        frame = self._encode(request)
+        t0 = time.perf_counter()
+        self.rpc.send(frame)  # type: ignore[attr-defined]
+        self._waited(t0)
+        self._sent(request, frame)
+
+    def _waited(self, t0: float) -> None:
+        if self._control is not None:
+            self._control.waited += time.perf_counter() - t0
+
+    def _adapt(self) -> None:
+        """Between frames: a new level starts a new zstd frame of the stream."""
+        control = self._control
+        if control is not None and self._encoder is not None:
+            level = control.next()
+            if level != self._encoder.level:
+                self._encoder = StreamEncoder(level, self._planned)
+                self.stats.level_changes += 1
 
     def _sent(self, request: Any, frame: bytes) -> None:
         self.stats.bytes_up += len(frame)
@@ -123,26 +162,28 @@ class Driver:
 
     def _pipelined(self, request: Any) -> None:
         session, rpc = self._session, self.rpc
+        self._adapts = True
         in_flight = 0
         try:
             while True:
                 if request is not None:
-                    frame = self._encode(request)
-                    rpc.send(frame)  # type: ignore[attr-defined]
+                    self._send(request)
                     in_flight += 1
-                    self._sent(request, frame)
                 while in_flight < WINDOW and (ahead := session.ahead()) is not None:
-                    frame = self._encode(ahead)
-                    rpc.send(frame)  # type: ignore[attr-defined]
+                    self._send(ahead)
                     in_flight += 1
-                    self._sent(ahead, frame)
                 if not in_flight:
                     return
+                t0 = time.perf_counter()
                 try:
                     reply = rpc.receive()  # type: ignore[attr-defined]
                 finally:
                     in_flight -= 1  # its record was read, even if it held an error
-                request = session.receive(self._decode(reply))
+                    self._waited(t0)
+                message = self._decode(reply)
+                if isinstance(message, Ack):
+                    self._adapt()
+                request = session.receive(message)
         except Exception:
             _drain(rpc, in_flight)
             raise

@@ -28,6 +28,9 @@ class Figures:
     literal_bytes: int = 0
     reused_bytes: int = 0
     delta_files: int = 0
+    #: The zstd level of the last apply frame (0: plain), and how often it followed the link.
+    level: int = 0
+    level_changes: int = 0
     round_trips: int = 0
     seconds: float = 0.0
     skipped: list[list[str]] = field(default_factory=list)
@@ -143,6 +146,8 @@ class Reporter:
             literal_bytes=after.literal_bytes - before.literal_bytes,
             reused_bytes=after.reused_bytes - before.reused_bytes,
             delta_files=after.delta_files - before.delta_files,
+            level=after.level,
+            level_changes=after.level_changes - before.level_changes,
             round_trips=after.round_trips - before.round_trips,
             seconds=round(time.monotonic() - started, 3),
             skipped=[[r, why] for r, why in skipped],
@@ -189,6 +194,7 @@ class Reporter:
             ("literal bytes", f"{fig.literal_bytes:,}"),
             ("reused bytes", f"{fig.reused_bytes:,}"),
             ("files sent as deltas", f"{fig.delta_files:,}"),
+            ("zstd level (changes)", f"{fig.level} ({fig.level_changes})"),
             ("round trips", f"{fig.round_trips:,}"),
             ("seconds", f"{fig.seconds:.3f}"),
             ("skipped", f"{len(fig.skipped):,}"),
