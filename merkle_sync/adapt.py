@@ -10,14 +10,15 @@ seconds blocked on the link, sending into a full pipe or waiting for an acknowle
 * one step up the ladder when the next level, predicted from this one's measured time and
   the two levels' speeds below, would still take at most ``MARGIN`` of the link's time;
 * one step down when the link barely waited (``IDLE`` of the compressing time): the
-  compressor is what the sync waits for.
+  compressor is what the sync waits for. A level stepped down from is not tried again in
+  this sync (the ceiling falls below it), so the level cannot go back and forth: a far side
+  that shares the CPU, or a noisy link, would otherwise make it flip with every sample.
 
-A change of level starts a new zstd frame in the stream (the decoder resets at
-``STREAM_START``), which loses the window's context once: with frames of 4 MiB of literals
-that is a few kilobytes per change, and the rule above does not oscillate (a level the
-compressor could not keep up at is never predicted to keep up). Only a pipelined link
-adapts: a plain callable and a dry run keep the planned level, so their bytes are
-deterministic.
+Each decision weighs at least ``OBSERVE`` seconds of compressing and waiting, several frames
+on a fast link. A change of level starts a new zstd frame in the stream (the decoder resets
+at ``STREAM_START``), which loses the window's context once: a few kilobytes per change, and
+at most ``2 * len(LADDER)`` changes a sync. Only a pipelined link adapts: a plain callable
+and a dry run keep the planned level, so their bytes are deterministic.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ LADDER = tuple(sorted(SPEED))
 MARGIN = 0.8
 #: A step down is taken when the link waited less than this share of the compressing time.
 IDLE = 0.05
+#: Seconds of compressing and waiting a decision weighs at least.
+OBSERVE = 0.25
 
 
 @dataclass
@@ -42,6 +45,8 @@ class LevelControl:
     level: int
     busy: float = 0.0
     waited: float = 0.0
+    #: The highest level still allowed: below any level the compressor could not keep up at.
+    ceiling: int = LADDER[-1]
 
     def __post_init__(self) -> None:
         if self.level not in SPEED:
@@ -49,15 +54,15 @@ class LevelControl:
 
     def next(self) -> int:
         busy, waited = self.busy, self.waited
+        if busy <= 0.0 or busy + waited < OBSERVE:
+            return self.level  # too little seen yet to decide on
         self.busy = self.waited = 0.0
         at = LADDER.index(self.level)
-        if busy <= 0.0:
-            return self.level  # nothing was compressed: nothing to learn
-        if at + 1 < len(LADDER):
+        if at + 1 < len(LADDER) and LADDER[at + 1] <= self.ceiling:
             up = LADDER[at + 1]
             if busy * SPEED[self.level] / SPEED[up] <= MARGIN * (busy + waited):
                 self.level = up
                 return up
         if at > 0 and waited < IDLE * busy:
-            self.level = LADDER[at - 1]
+            self.ceiling = self.level = LADDER[at - 1]
         return self.level

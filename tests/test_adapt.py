@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from merkle_sync import MemoryFileSystem, ReplicatorSource, ReplicatorTarget
-from merkle_sync.adapt import LADDER, SPEED, LevelControl
+from merkle_sync import MemoryFileSystem, ReplicatorSource, ReplicatorTarget, adapt
+from merkle_sync.adapt import LADDER, OBSERVE, SPEED, LevelControl
 from merkle_sync.testing import MeteredRpc, same_tree
 from merkle_sync.wire import stream_level
 from tests.texts import source_text
@@ -33,6 +33,24 @@ def test_a_compressor_bound_stream_steps_down_to_the_bottom():
     assert levels == [12, 9, 6, 3, 3, 3]
 
 
+def test_a_level_stepped_down_from_is_not_tried_again():
+    """A far side that shares the CPU, or a noisy link, must not make the level flip."""
+    control = LevelControl(16)
+    control.busy, control.waited = 1.0, 0.0
+    assert control.next() == 12
+    for _ in range(3):
+        control.busy, control.waited = 0.01, 1.0  # now the link looks slow
+        assert control.next() == 12
+
+
+def test_a_decision_waits_for_enough_time_seen():
+    control = LevelControl(12)
+    control.busy, control.waited = OBSERVE / 10, 0.0
+    assert control.next() == 12  # too little seen: kept, and still counted
+    control.busy += OBSERVE
+    assert control.next() == 9
+
+
 def test_nothing_measured_changes_nothing_and_levels_off_the_ladder_are_refused():
     control = LevelControl(6)
     assert control.next() == 6
@@ -50,10 +68,11 @@ def test_the_level_settles_where_the_compressor_still_outruns_the_link(link_mb_s
     assert best == max([lv for lv in LADDER if 1 / SPEED[lv] <= ratio[lv] / link_mb_s] or [3])
     control = LevelControl(16)
     levels = []
-    for _ in range(12):
+    for _ in range(40):
         busy = 4 / SPEED[control.level]
         link = 4 * ratio[control.level] / link_mb_s
-        control.busy, control.waited = busy, max(0.0, link - busy)
+        control.busy += busy
+        control.waited += max(0.0, link - busy)
         levels.append(control.next())
     assert levels[-1] == best
     steps = [b - a for a, b in zip([16, *levels], levels, strict=False) if a != b]
@@ -116,14 +135,20 @@ def _sync(delay: float) -> ReplicatorSource:
     return source
 
 
-def test_a_slow_link_raises_the_level_of_the_next_frames():
+@pytest.fixture
+def quick(monkeypatch):
+    """Decide after a few frames of 64 KiB, as a real stream does after a few of 4 MiB."""
+    monkeypatch.setattr(adapt, "OBSERVE", 0.03)
+
+
+def test_a_slow_link_raises_the_level_of_the_next_frames(quick):
     source = _sync(delay=0.06)  # 60 ms a frame of ~15 kB: a link far slower than zstd 16
     assert stream_level(24 * (48 << 10)) == 16  # where the stream started
     assert source.stats.level == 19
     assert source.stats.level_changes == 1
 
 
-def test_a_fast_link_lowers_it():
+def test_a_fast_link_lowers_it(quick):
     source = _sync(delay=0.0)
     assert source.stats.level < 16
     assert source.stats.level_changes >= 1
