@@ -117,12 +117,12 @@ class Driver:
         self._control.busy += time.perf_counter() - t0
         return frame
 
-    def _send(self, request: Any) -> None:
+    def _send(self, request: Any) -> bytes:
         frame = self._encode(request)
         t0 = time.perf_counter()
         self.rpc.send(frame)  # type: ignore[attr-defined]
         self._waited(t0)
-        self._sent(request, frame)
+        return frame
 
     def _waited(self, t0: float) -> None:
         if self._control is not None:
@@ -167,11 +167,13 @@ class Driver:
         try:
             while True:
                 if request is not None:
-                    self._send(request)
-                    in_flight += 1
+                    frame = self._send(request)
+                    in_flight += 1  # counted before a progress hook can raise
+                    self._sent(request, frame)
                 while in_flight < WINDOW and (ahead := session.ahead()) is not None:
-                    self._send(ahead)
+                    frame = self._send(ahead)
                     in_flight += 1
+                    self._sent(ahead, frame)
                 if not in_flight:
                     return
                 t0 = time.perf_counter()
