@@ -171,8 +171,8 @@ def sync_parser() -> argparse.ArgumentParser:
         "--compress-level",
         type=int,
         metavar="N",
-        help="zstd level of file data: 0 sends it plain; default: none locally, chosen by "
-        "size over ssh",
+        help="zstd level of file data, fixed: 0 sends it plain; default: none locally; over "
+        "ssh it starts from the size to send and follows the link's measured speed",
     )
     link.add_argument(
         "--keep-copies",
