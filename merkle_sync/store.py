@@ -97,6 +97,9 @@ class TargetStore:
         if self.staging:
             state = self.state_dir
             fs.makedirs(state)
+            # Before anything is locked, cleared or created in it: a link put in its place
+            # would lead the clean-up below out of the tree.
+            check_beneath(fs, root, RESERVED, set())
             #: Held for the target's life: two writers in one directory would clear each
             #: other's staged files and race on every rename.
             lock = getattr(fs, "lock", None)

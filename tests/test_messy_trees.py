@@ -101,3 +101,18 @@ def test_entries_that_vanish_between_listing_and_reading_are_simply_gone(tmp_pat
     assert source.skipped == []
     assert listing(dst) == listing(src)
     assert sorted(os.listdir(dst)) == [".merkle_sync", "stays.txt"]
+
+
+def test_a_link_in_place_of_the_targets_state_directory_changes_nothing_outside(tmp_path):
+    """``DST/.merkle_sync`` made a link to a directory that happens to hold ``tmp`` and
+    ``held``: the target refuses before it clears, locks or creates anything through it."""
+    outside, dst = tmp_path / "outside", tmp_path / "dst"
+    for rel, text in (("tmp/precious.txt", "work"), ("held/notes.txt", "notes"), ("lock", "x")):
+        (outside / rel).parent.mkdir(parents=True, exist_ok=True)
+        (outside / rel).write_text(text)
+    before = listing(outside)
+    dst.mkdir()
+    (dst / ".merkle_sync").symlink_to("../outside")
+    with pytest.raises(OSError, match="not a real directory"):
+        ReplicatorTarget(DiskFileSystem(), str(dst))
+    assert listing(outside) == before
