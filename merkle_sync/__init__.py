@@ -14,7 +14,7 @@ _PUBLIC = {
     "Refused": "merkle_sync.checks",
     "ReplicatorSource": "merkle_sync.source",
     "ReplicatorTarget": "merkle_sync.target",
-    "SyncError": "merkle_sync.source",
+    "SyncError": "merkle_sync.races",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -28,10 +28,11 @@ from merkle_sync.diskfs import DiskFileSystem
 from merkle_sync.fs import FileSystemEvent
 from merkle_sync.ignore import Ignore, source_patterns
 from merkle_sync.kept import KEEP_BUDGET
+from merkle_sync.races import SyncError
 from merkle_sync.report import Reporter
 from merkle_sync.scan import SPECIAL
 from merkle_sync.serve import serve
-from merkle_sync.source import ReplicatorSource, SyncError, SyncStats
+from merkle_sync.source import ReplicatorSource, SyncStats
 from merkle_sync.transport import Link, PipeRpc, RemoteError, describe
 
 

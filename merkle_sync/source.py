@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 from collections import Counter
 from collections.abc import Callable
@@ -25,24 +26,12 @@ from merkle_sync.merkle import (
     put,
     set_dir_meta,
 )
-from merkle_sync.protocol import (
-    FULL_HASH,
-    MIN_HASH,
-    ProtocolError,
-    Walk,
-    trusted,
-)
+from merkle_sync.protocol import FULL_HASH, MIN_HASH, ProtocolError, Walk, trusted
+from merkle_sync.races import MAX_REFRESH, Raced, SyncError, changed_paths, leave_out, under
 from merkle_sync.scan import UNREADABLE, EscapeRefused, ReadCache, Scanner, check_beneath
 from merkle_sync.session import SyncSession
 from merkle_sync.synced import SyncedRecord
 
-
-class SyncError(RuntimeError):
-    """The target still differs after a full-hash sync: something else is changing it."""
-
-
-#: Times one sync rescans the source and starts over when the source changed under it.
-MAX_REFRESH = 3
 #: Bytes a scan keeps in memory for the sync that follows it; files past this are read again.
 KEEP_READ = 256 << 20
 
@@ -198,7 +187,7 @@ class ReplicatorSource:
         session = self._session(n)
         try:
             self._run(session, session.start_change("", old, known, reply.root))
-        except ProtocolError:
+        except (ProtocolError, Raced):
             return False
         finally:
             self._fresh.clear()
@@ -234,7 +223,7 @@ class ReplicatorSource:
             self.fs, self._fresh, self._index, self._verify, self.ignore, self.on_read
         )
         node = scanner.node(self._abs(rel), rel)
-        self.skipped = [(r, why) for r, why in self.skipped if not _under(r, rel)]
+        self.skipped = [(r, why) for r, why in self.skipped if not under(r, rel)]
         self.skipped += scanner.skipped
         self.stats.files_scanned += scanner.files
         if self._index is not None:
@@ -265,14 +254,20 @@ class ReplicatorSource:
     # -- syncing ---------------------------------------------------------------------------
     def _read(self, rel: str, start: int, end: int) -> bytes:
         """Bytes of a source file: a ranged read, or the whole file read once per sync."""
-        if self._ranged:  # never through a directory that became a link since the scan
-            check_beneath(self.fs, self.dir, posixpath.dirname(rel), self._checked)
-            return self.fs.read_range(self._abs(rel), start, end - start)
-        data = self._fresh.get(rel)
-        if data is None:
-            data = self._data.get(rel)
-        if data is None:
-            data = self._data[rel] = encode_content(self.fs.readfile(self._abs(rel)))[1]
+        try:
+            if self._ranged:  # never through a directory that became a link since the scan
+                check_beneath(self.fs, self.dir, posixpath.dirname(rel), self._checked)
+                data = self.fs.read_range(self._abs(rel), start, end - start)
+                if len(data) != end - start:
+                    raise OSError(f"{len(data)} bytes where {end - start} were scanned")
+                return data
+            data = self._fresh.get(rel)
+            if data is None:
+                data = self._data.get(rel)
+            if data is None:
+                data = self._data[rel] = encode_content(self.fs.readfile(self._abs(rel)))[1]
+        except OSError as exc:  # gone or replaced since the scan: see ``merkle_sync.races``
+            raise Raced(rel, exc) from exc
         return data[start:end]
 
     def _content(self, node: Node | None) -> Counter[bytes]:
@@ -303,7 +298,8 @@ class ReplicatorSource:
         try:
             driver.run(session, request)
             if session.equal and not self.dry_run:
-                self._kept.put(kept_rest(session, self._read))
+                with contextlib.suppress(Raced):  # a kept copy only saves bytes later
+                    self._kept.put(kept_rest(session, self._read))
         finally:
             self._data.clear()
             if self._index is not None:
@@ -340,7 +336,7 @@ class ReplicatorSource:
                 base = self._target_root[: self.hash_len]
                 request = session.start_change(rel, old, known, base, parent_meta)
                 self._run(session, request)
-            except ProtocolError:
+            except (ProtocolError, Raced):
                 session.target_root = None  # e.g. a short-hash collision: walk with full hashes
             if not session.equal:
                 self.sync()
@@ -357,7 +353,7 @@ class ReplicatorSource:
         self._known = None
         self._in_sync = False
         lengths = list(dict.fromkeys((self.hash_len, FULL_HASH)))
-        refreshed = 0
+        refreshed = left = 0
         try:
             while lengths:
                 hash_len = lengths[0]
@@ -366,10 +362,18 @@ class ReplicatorSource:
                     self._run(session, session.start())
                     if self.dry_run:
                         return
-                except ProtocolError:
-                    if refreshed < MAX_REFRESH and self._refresh():
+                except (ProtocolError, Raced) as exc:
+                    changed = self._refresh()
+                    if changed and refreshed < MAX_REFRESH:
                         refreshed += 1  # a file changed while it was being sent: go on
                         continue
+                    out = leave_out(self.tree, exc, changed) if left < MAX_REFRESH else []
+                    if out:  # what keeps changing (or vanished) waits for the next sync
+                        self.skipped += out
+                        left += 1
+                        continue
+                    if isinstance(exc, Raced):
+                        raise exc.error from exc
                     if hash_len == FULL_HASH:
                         raise
                     lengths.pop(0)
@@ -386,15 +390,10 @@ class ReplicatorSource:
         finally:
             self._fresh.clear()
 
-    def _refresh(self) -> bool:
-        """Rescan the source (stat only where the index knows a file): True if it changed,
-        as when a file is written while its bytes are sent. That is a local race, not a
-        peer's error, so the sync starts over with what is there now."""
+    def _refresh(self) -> list[str]:
+        """Rescan the source (stat only where the index knows a file): the files that
+        changed, as when one is written while its bytes are sent (``merkle_sync.races``)."""
         if not self._listing:
-            return False
-        before = self.tree.hash
-        return self._load_root().hash != before
-
-
-def _under(rel: str, top: str) -> bool:
-    return not top or rel == top or rel.startswith(top + "/")
+            return []
+        before = self.tree
+        return changed_paths(before, self._load_root())
