@@ -201,13 +201,13 @@ class FileIndex:
                 self.replaced[rel] = (row[0], row[1])
                 self._replaced_bytes += size
 
-    def replaced_trees(self) -> list[ContentTree]:
-        """The content trees of the rows stashed in ``replaced``."""
+    def replaced_trees(self) -> list[tuple[str, ContentTree]]:
+        """The content trees of the rows stashed in ``replaced``, by path."""
         trees = []
-        for leaves, ends_blob in (self.replaced or {}).values():
+        for rel, (leaves, ends_blob) in (self.replaced or {}).items():
             ends = array("Q")
             ends.frombytes(ends_blob)
-            trees.append(tree_from_leaves(leaves, ends))
+            trees.append((rel, tree_from_leaves(leaves, ends)))
         return trees
 
     def forget(self, rel: str) -> None:

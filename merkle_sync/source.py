@@ -30,7 +30,7 @@ from merkle_sync.protocol import FULL_HASH, MIN_HASH, ProtocolError, Walk, trust
 from merkle_sync.races import MAX_REFRESH, Raced, SyncError, changed_paths, leave_out, under
 from merkle_sync.scan import UNREADABLE, EscapeRefused, ReadCache, Scanner, check_beneath
 from merkle_sync.session import SyncSession
-from merkle_sync.synced import SyncedRecord
+from merkle_sync.synced import SyncedRecord, recorded_versions
 
 #: Bytes a scan keeps in memory for the sync that follows it; files past this are read again.
 KEEP_READ = 256 << 20
@@ -176,8 +176,9 @@ class ReplicatorSource:
         if old is None:
             return False
         n = self.hash_len
-        # The target holds the old versions of edited files (else it refuses, and we walk).
-        known = {h[:n] for tree in replaced for h, _, _ in tree.nodes()}
+        # The target holds the old versions of edited files, those the record names: a row
+        # stored by a run that synced nothing (a dry run, a refusal) is not on the target.
+        known = {h[:n] for tree in recorded_versions(old, replaced) for h, _, _ in tree.nodes()}
         reply = probe_root(self.rpc_handle, self.stats, trusted(Walk, n, self.tree.hash, (), ()))
         if reply.equal:
             self._synced()

@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 import msgpack
 
-from merkle_sync.merkle import KIND_DIR, DirNode, FileNode, Node, join
+from merkle_sync.contenttree import ContentTree
+from merkle_sync.merkle import KIND_DIR, DirNode, FileNode, Node, file_hash, join, lookup
 
 _Loader = Callable[[str], list | None]
 
@@ -106,3 +107,17 @@ class SyncedRecord:
 
 def _b(rel: str) -> bytes:
     return rel.encode("utf-8", "surrogateescape")
+
+
+def recorded_versions(
+    record: DirNode, replaced: list[tuple[str, ContentTree]]
+) -> list[ContentTree]:
+    """Of the old versions the source's index replaced since, those the record says the
+    target holds: a row stored by a run that synced nothing (a dry run, a refused plan, a
+    broken link) is no version the target has."""
+    out = []
+    for rel, tree in replaced:
+        node = lookup(record, rel)
+        if isinstance(node, FileNode) and file_hash(node.kind, tree.root) == node.hash:
+            out.append(tree)
+    return out

@@ -9,6 +9,7 @@ import random
 import pytest
 
 from merkle_sync import ReplicatorSource, ReplicatorTarget
+from merkle_sync.checks import Refused
 from merkle_sync.diskfs import DiskFileSystem
 from merkle_sync.kept import KEEP_BUDGET
 from tests.test_soak import listing
@@ -89,3 +90,27 @@ def test_an_edit_after_a_restart_reuses_the_old_version_without_probing(tmp_path
         assert source.stats.round_trips == (2 if keep else 3)
         assert source.stats.delta_files == (1 if keep else 0)
         assert source.stats.literal_bytes < 2_000
+
+
+@pytest.mark.parametrize("between", ["dry_run", "refused"])
+def test_a_run_that_synced_nothing_leaves_the_next_plan_as_good(tmp_path, between):
+    """A dry run, or a plan refused by a safety limit, scans and stores rows of files the
+    target never got: the next restart must not plan as if the target held them (it was
+    refused with an unknown piece, then walked: 2 syncs, 5 round trips)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _tree(src)
+    fs = DiskFileSystem()
+    _restart(fs, src, dst)
+    (src / "pkg0" / "new.py").write_text("fresh\n")  # within the racy second: hashed again
+    if between == "dry_run":
+        _restart(fs, src, dst, dry_run=True)
+    else:
+
+        def refuse(session):
+            raise Refused("not now")
+
+        with pytest.raises(Refused):
+            _restart(fs, src, dst, on_plan=refuse)
+    source = _restart(fs, src, dst)
+    assert listing(dst) == listing(src)
+    assert (source.stats.syncs, source.stats.round_trips) == (1, 2)
