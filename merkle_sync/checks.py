@@ -75,6 +75,8 @@ MAX_REUSE = 1 << 30
 #: Hashes the target confirmed holding during one sync's walk, in order: an apply may name
 #: one of them by its position (a negative piece) instead of repeating its hash.
 MAX_CONFIRMED = 1 << 20
+#: Paths a target reports it could not read (and so left as they are), per reply at most.
+MAX_UNREAD = 64
 KINDS = (0, 1, 2, 3)  # directory, bytes file, str file, symbolic link
 FILE_KINDS = (1, 2, 3)
 LINK_KIND = 3

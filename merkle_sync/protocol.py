@@ -25,6 +25,7 @@ from merkle_sync.checks import (  # the limits live there, beside the checks tha
     MAX_REUSE,
     MAX_SPAN,
     MAX_SUBS,
+    MAX_UNREAD,
     MIN_HASH,
     PROBE_CHECK,
     RESERVED,
@@ -148,15 +149,13 @@ class Walk(Message):
     #: Old content to cut into sub-chunks, which then also count as held (refinement).
     basis: tuple[Span, ...] = ()
     #: Refinement probe, one item per span of ``basis``: the ``probe_hash_len``-byte hashes of one
-    #: changed leaf's sub-chunks, in order, looked up among that span's sub-chunks only. The
-    #: reply's bitmap answers them after ``have``, and the target keeps what it found until
-    #: the apply, which then names the leaf by its position here.
+    #: changed leaf's sub-chunks, in order, looked up among that span's sub-chunks only; the
+    #: bitmap answers them after ``have``, and the apply names the leaf by its position here.
     refine: tuple[bytes, ...] = ()
     #: Empty, or one item per directory of ``dirs``: a width byte (``digest_width``), then the
-    #: digests of the source's children there (``merkle.entry_digest``). The target then lists
-    #: only its entries whose digest is not among them, and its bitmap says, after ``have``
-    #: and before ``refine``, which of these digests it matched: an edit deep in a large tree
-    #: costs a few bytes per sibling, not a listing entry each (an empty item: list it all).
+    #: digests of the source's children there (``merkle.entry_digest``). The target lists only
+    #: its entries whose digest is not among them; its bitmap says, after ``have`` and before
+    #: ``refine``, which digests it matched (an empty item: list it all).
     sums: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
@@ -203,18 +202,21 @@ class WalkReply(Message):
     listings: tuple[tuple[Entry, ...] | None, ...]
     have: bytes
     indexed: int  # how many content nodes the target could reuse; 0 means don't ask
-    #: The start of the target's root hash, in reply to a walk that carried the source's
-    #: root: the apply that follows names it as its base, so a replayed or stale apply is
-    #: refused once the target has changed.
+    #: The start of the target's root hash, in reply to a walk with the source's root: the
+    #: apply names it as its base, so a replayed or stale apply is refused.
     root: bytes = b""
-    #: ``PROBE_CHECK`` bytes per leaf of the walk's refinement probe where the target found
-    #: something, in order: a hash of the full hashes of the sub-chunks it found there
-    #: (``refine.probe_check``), so a short probe hash that met the wrong sub-chunk is
-    #: caught here, before the apply.
+    #: ``PROBE_CHECK`` bytes per refined leaf where the target found something, in order: a
+    #: hash of the full hashes it found (``refine.probe_check``), so a short probe hash that
+    #: met the wrong sub-chunk is caught before the apply.
     checks: bytes = b""
+    #: In reply to a walk with the source's root: entries the target could not read (no sync
+    #: can mirror or delete them), which the source reports as skipped.
+    unread: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _require(isinstance(self.equal, bool), "equal must be bool")
+        for rel in check_items(self.unread, "unread paths", MAX_UNREAD):
+            check_path(rel)
         _require(
             isinstance(self.checks, bytes)
             and len(self.checks) % PROBE_CHECK == 0

@@ -52,6 +52,17 @@ class ReadCache(dict):
 
 #: Why a FIFO, socket or device is skipped: a warning, not an error (rsync without -D).
 SPECIAL = "not a regular file, directory or symbolic link"
+#: Why an entry of the target is reported: its user could not read it (``WalkReply.unread``).
+ON_TARGET = "could not be read on the target, so it was left there as it is"
+
+
+def with_target(skipped: list[tuple[str, str]], unread: tuple[str, ...] | None) -> list:
+    """``skipped`` with the target's unreadable entries as its last reply to a root (if
+    ``unread`` is one) listed them, instead of those it listed before."""
+    if unread is None:
+        return skipped
+    return [s for s in skipped if s[1] != ON_TARGET] + [(rel, ON_TARGET) for rel in unread]
+
 
 #: An entry skipped because it could not be read: the sync leaves the target's copy alone.
 UNREADABLE: Any = object()

@@ -88,6 +88,9 @@ class SyncSession:
         self.mkdirs: list[str] = []
         self.writes: dict[str, FileNode] = {}
         self.target_root: bytes | None = None
+        #: What the target said it could not read (``WalkReply.unread``), once it answered
+        #: a walk that carried the root.
+        self.target_unread: tuple[str, ...] | None = None
         self._base = b""
         self._known: Container[bytes] = frozenset()
         self._have: set[bytes] = set()
@@ -174,6 +177,8 @@ class SyncSession:
             return self._receive_apply(reply)
         if not isinstance(reply, WalkReply):
             raise ProtocolError(f"unexpected reply {type(reply).__name__}")
+        if reply.equal or reply.root:
+            self.target_unread = reply.unread
         if reply.equal:
             self.target_root = self.root.hash
             self.done = True

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from merkle_sync.beneath import EscapeRefused, check_beneath
 from merkle_sync.driver import Driver, SyncStats, probe_root
 from merkle_sync.fileindex import FileIndex, default_source_index
 from merkle_sync.frames import FRAME_LITERALS
@@ -28,7 +29,7 @@ from merkle_sync.merkle import (
 )
 from merkle_sync.protocol import FULL_HASH, MIN_HASH, ProtocolError, Walk, trusted
 from merkle_sync.races import MAX_REFRESH, Raced, SyncError, changed_paths, leave_out, under
-from merkle_sync.scan import UNREADABLE, EscapeRefused, ReadCache, Scanner, check_beneath
+from merkle_sync.scan import UNREADABLE, ReadCache, Scanner, with_target
 from merkle_sync.session import SyncSession
 from merkle_sync.synced import SyncedRecord, recorded_versions
 
@@ -61,8 +62,8 @@ class ReplicatorSource:
         with stat identities: ``True`` keeps it in the user's cache directory (see
         ``default_source_index``), a path puts it there, ``False`` hashes every file at
         start. ``verify`` hashes every file whatever the index says (rsync's --checksum).
-        ``compression``: the zstd level of apply frames; ``None`` picks it by the bytes
-        planned, ``0`` sends them plain (a local link, where compressing only costs time).
+        ``compression``: the zstd level of apply frames (``None``: by the bytes planned, then
+        following a byte-stream link's speed; ``0``: plain, for a local link).
         ``ignore(rel, is_dir)``: paths left out of the mirror (see ``merkle_sync.ignore``).
         ``dry_run``: walk, plan and encode the apply, count its bytes, but never send it.
         ``on_plan(session)`` is called with each plan before its first apply frame goes (it
@@ -93,9 +94,8 @@ class ReplicatorSource:
         self._checked: set[str] = set()  # directories found real during the current sync
         self._fresh = ReadCache(0 if self._ranged else keep_read)
         self._data: dict[str, bytes] = {}
-        #: Short hashes of every content node the target holds (with multiplicity), valid
-        #: while the target's root is ``_target_root``; lets an event's sync skip the walk.
-        #: Built on the first event after a good sync, so a one-shot sync never pays for it.
+        #: Short hashes of every content node the target holds (with multiplicity) while its
+        #: root is ``_target_root``: an event's sync skips the walk. Built on the first event.
         self._known: Counter[bytes] | None = None
         self._in_sync = False  # the target equalled ``_target_root`` after the last sync
         self._target_root = b""
@@ -148,9 +148,8 @@ class ReplicatorSource:
         self._sync_change(rel, old, node, self._parent_meta(rel))
 
     def _parent_meta(self, rel: str) -> Meta | None:
-        """An entry added or removed changes its directory's mtime, and no watcher reports
-        that as an event of its own: read it again (not for the root, whose own metadata
-        is not mirrored)."""
+        """An entry added or removed changes its directory's mtime, which no watcher reports
+        as an event: read it again (not for the root, whose metadata is not mirrored)."""
         parent = posixpath.dirname(rel)
         node = lookup(self.tree, parent) if self._listing and parent else None
         if not isinstance(node, DirNode):
@@ -159,16 +158,15 @@ class ReplicatorSource:
             meta = self.fs.info(self._abs(parent))[3]
         except OSError:
             return None
-        if meta == node.meta:
-            return None
-        set_dir_meta(self.tree, parent, meta)
-        return meta
+        if meta != node.meta:
+            set_dir_meta(self.tree, parent, meta)
+            return meta
+        return None
 
     def _sync_from_record(self) -> bool:
-        """At start, with a record of the synced tree (see ``merkle_sync.synced``): one
-        round trip compares the roots; if the target still holds the recorded tree, the
-        difference is planned from the record as an event's would be, without a walk.
-        False when the walk must run (no record, or the target is not as recorded)."""
+        """At start, with a record of the synced tree (``merkle_sync.synced``): one round
+        trip compares the roots; if the target holds the recorded tree, the difference is
+        planned from the record as an event's would be. False when the walk must run."""
         old = self._record.tree(self.tree) if self._record is not None else None
         replaced = self._index.replaced_trees() if self._index is not None else []
         if self._index is not None:
@@ -180,6 +178,7 @@ class ReplicatorSource:
         # stored by a run that synced nothing (a dry run, a refusal) is not on the target.
         known = {h[:n] for tree in recorded_versions(old, replaced) for h, _, _ in tree.nodes()}
         reply = probe_root(self.rpc_handle, self.stats, trusted(Walk, n, self.tree.hash, (), ()))
+        self.skipped = with_target(self.skipped, reply.unread)
         if reply.equal:
             self._synced()
             return True
@@ -298,6 +297,7 @@ class ReplicatorSource:
         session.on_whole = self._keep
         try:
             driver.run(session, request)
+            self.skipped = with_target(self.skipped, session.target_unread)
             if session.equal and not self.dry_run:
                 with contextlib.suppress(Raced):  # a kept copy only saves bytes later
                     self._kept.put(kept_rest(session, self._read))

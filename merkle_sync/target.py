@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from merkle_sync.applier import ApplyStream, Held
-from merkle_sync.checks import RESERVED, Refused, probe_hash_len, split_fixed
+from merkle_sync.checks import MAX_UNREAD, RESERVED, Refused, probe_hash_len, split_fixed
 from merkle_sync.chunking import sub_chunks
 from merkle_sync.freshness import StaleContent
 from merkle_sync.listing import entries, split, unmatched
@@ -26,8 +26,9 @@ from merkle_sync.protocol import (
     WalkReply,
     trusted,
 )
+from merkle_sync.races import under
 from merkle_sync.refine import probe_check
-from merkle_sync.scan import Scanner
+from merkle_sync.scan import SPECIAL, Scanner
 from merkle_sync.store import PATCH_MIN, TargetStore
 from merkle_sync.wire import StreamDecoder, encode
 
@@ -148,6 +149,8 @@ class ReplicatorTarget:
         file_index = self.store.file_index
         scanner = Scanner(self.fs, None, file_index, True, self._ignore)
         node = scanner.node(self.store.abs(rel), rel)
+        self._unread = [r for r in self._unread if not under(r, rel)]
+        self._unread += [r for r, why in scanner.skipped if why != SPECIAL]
         old = lookup(self.tree, rel)
         for path, sub in iter_tree(old, rel) if old is not None else ():
             if isinstance(sub, FileNode):
@@ -188,6 +191,8 @@ class ReplicatorTarget:
         file_index = self.store.file_index
         scanner = Scanner(self.fs, None, file_index, verify, self._ignore)
         root = scanner.node(self.dir)
+        #: Entries that could not be read (not special files, which a sync replaces).
+        self._unread = [rel for rel, why in scanner.skipped if why != SPECIAL]
         if file_index is not None:
             scanner.tidy()
             file_index.commit()
@@ -231,7 +236,7 @@ class ReplicatorTarget:
             if self.unmarked:  # it equals the source: a mirror from now on
                 self.unmarked = False
                 self._mark()
-            return WalkReply(True, (), b"", 0)
+            return WalkReply(True, (), b"", 0, unread=self._reported())
         self._ensure_index()
         n = req.hash_len
         cut = self._cut(req.basis)
@@ -267,9 +272,14 @@ class ReplicatorTarget:
                 probe_check([f[0] for f in leaf if f]) for leaf in self._probed if any(leaf)
             )
         root = self.tree.hash[:n] if req.root else b""  # the state the apply must find
+        unread = self._reported() if req.root else ()
         return trusted(
-            WalkReply, False, tuple(listings), bytes(bits), len(self.index), root, checks
+            WalkReply, False, tuple(listings), bytes(bits), len(self.index), root, checks, unread
         )
+
+    def _reported(self) -> tuple[str, ...]:
+        """What this target could not read, as the first reply of each sync tells it."""
+        return tuple(self._unread[:MAX_UNREAD])
 
     def _cut(self, spans: tuple[Span, ...]) -> dict[Span, list[Sub]]:
         """The sub-chunks of the old leaves overlapping each span, in file order.

@@ -98,10 +98,12 @@ def pack(msg: object) -> bytes:
     elif isinstance(msg, WalkReply):
         listings = [None if x is None else _flat(x) for x in msg.listings]
         body = [_WALK_REPLY, msg.equal, listings, msg.have, msg.indexed]
-        if msg.root or msg.checks:
+        if msg.root or msg.checks or msg.unread:
             body.append(msg.root)
-        if msg.checks:
+        if msg.checks or msg.unread:
             body.append(msg.checks)
+        if msg.unread:
+            body.append(msg.unread)
     elif isinstance(msg, Apply):
         writes = [_write(w) for w in msg.writes]
         body = [
@@ -180,8 +182,8 @@ def _build(body: tuple) -> Message:
         hash_len, root, dirs, packed, basis, *more = fields
         return Walk(hash_len, root, dirs, _split(packed, hash_len), _records(basis, Span), *more)
     if code == _WALK_REPLY:
-        if len(fields) not in (4, 5, 6):
-            raise ProtocolError("a walk reply has 4 to 6 fields")
+        if len(fields) not in (4, 5, 6, 7):
+            raise ProtocolError("a walk reply has 4 to 7 fields")
         equal, listings, have, indexed, *root = fields
         if not isinstance(listings, tuple):
             raise ProtocolError("listings must be a list")

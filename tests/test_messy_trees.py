@@ -12,7 +12,7 @@ import pytest
 
 from merkle_sync import ReplicatorSource, ReplicatorTarget
 from merkle_sync.diskfs import DiskFileSystem
-from merkle_sync.scan import SPECIAL
+from merkle_sync.scan import ON_TARGET, SPECIAL
 from tests.test_soak import listing
 
 
@@ -116,3 +116,34 @@ def test_a_link_in_place_of_the_targets_state_directory_changes_nothing_outside(
     with pytest.raises(OSError, match="not a real directory"):
         ReplicatorTarget(DiskFileSystem(), str(dst))
     assert listing(outside) == before
+
+
+def test_an_entry_the_target_cannot_read_is_reported_not_passed_over(tmp_path):
+    """A directory in DST that the target cannot list can be neither mirrored nor deleted:
+    the first reply of each sync names it, and the source reports it as skipped (the
+    command exits 23), where it was left there silently before."""
+
+    class Denying(DiskFileSystem):
+        def entries(self, path):
+            if path.endswith("/dst/foreign"):
+                raise PermissionError(13, "Permission denied", path)
+            return super().entries(path)
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "a").write_text("a")
+    fs = DiskFileSystem()
+    ReplicatorSource(fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request, index=False)
+    (dst / "foreign").mkdir()
+    (dst / "foreign" / "x").write_text("x")
+    (src / "b").write_text("b")
+    target = ReplicatorTarget(Denying(), str(dst))
+    source = ReplicatorSource(fs, str(src), target.handle_request, index=False)
+    assert source.skipped == [("foreign", ON_TARGET)]
+    assert (dst / "b").read_text() == "b"
+    (src / "c").write_text("c")
+    source.sync()  # each sync's first reply says it again, once
+    assert source.skipped == [("foreign", ON_TARGET)]
+    source = ReplicatorSource(fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request)
+    assert source.skipped == []  # readable again: deleted, as any entry the source lacks
+    assert sorted(os.listdir(dst)) == [".merkle_sync", "a", "b", "c"]

@@ -288,3 +288,14 @@ def test_hashes_asked_about_must_be_one_string_of_whole_hashes(have):
     with pytest.raises(ProtocolError):
         decode(msgpack.packb([1, 8, b"", [], have, []]))
     assert decode(msgpack.packb([1, 8, b"", [], b"\x01" * 16, []])).have == (b"\x01" * 8,) * 2
+
+
+def test_the_targets_unread_paths_are_checked_and_capped():
+    from merkle_sync.checks import MAX_UNREAD
+
+    reply = WalkReply(True, (), b"", 0, unread=("a/b", "c"))
+    assert decode(encode(reply)) == reply
+    for bad in (("../x",), ("/abs",), ("a",) * (MAX_UNREAD + 1), ("ok", 3)):
+        with pytest.raises(ProtocolError):
+            WalkReply(True, (), b"", 0, unread=bad)
+    assert encode(WalkReply(True, (), b"", 0)) == b"\x95\x02\xc3\x90\xc4\x00\x00"  # as before
