@@ -126,6 +126,7 @@ class ApplyStream:
         for digest, data in zip(literals.digests, literals.chunks, strict=True):
             local.setdefault(digest[: self.hash_len], (digest, data))
         self._reuse(req, local)
+        removes = frozenset(req.removes)
         for i, w in enumerate(req.writes):
             if w.offset:
                 current = self.open
@@ -135,12 +136,12 @@ class ApplyStream:
                 if self.open is not None:
                     raise ProtocolError(f"{self.open.write.path!r} was left unfinished")
                 # A file this frame removes first is never patched: it is about to go.
-                old = None if _under(w.path, req.removes) else lookup(self.tree, w.path)
+                old = None if _under(w.path, removes) else lookup(self.tree, w.path)
                 current = _Open(w, self.store.open(w.path, old, w.size, w.kind), TreeBuilder())
             self.open = current
             if w.delta_from:
                 delta = b"".join(literals.next()[1] for _ in range(w.pieces[0]))  # type: ignore[misc]
-                self._delta(current, delta, cache, req.removes)
+                self._delta(current, delta, cache, removes)
             for piece in () if w.delta_from else w.pieces:
                 self._piece(current, piece, literals, local, cache)
                 if current.builder.size > w.size:
@@ -160,7 +161,7 @@ class ApplyStream:
         if literals.left:
             raise ProtocolError("literals left over")
 
-    def _delta(self, f: _Open, delta: bytes, cache: dict, removes: tuple[str, ...]) -> None:
+    def _delta(self, f: _Open, delta: bytes, cache: dict, removes: frozenset[str]) -> None:
         """The whole file from a delta against the version this target holds at its path,
         which must be the one named, and read back as its tree says (else it is stale)."""
         w = f.write
@@ -297,11 +298,26 @@ class ApplyStream:
         put(self.tree, attr.path, node)
 
     def fs_makedir(self, rel: str) -> None:
-        self.store.fs.makedir(self.store.abs(rel))
+        fs, path = self.store.fs, self.store.abs(rel)
+        try:
+            fs.makedir(path)
+        except FileExistsError:
+            # Not in the tree (the layout was checked), so a FIFO, socket or device the scan
+            # left out: the source's directory replaces it, as a file written there would.
+            if fs.isdir(path):
+                raise
+            fs.removefile(path)
+            fs.makedir(path)
 
 
-def _under(path: str, removed: tuple[str, ...]) -> bool:
-    return any(path == r or path.startswith(r + "/") for r in removed)
+def _under(path: str, removed: frozenset[str]) -> bool:
+    """Whether ``path`` or a directory above it is removed: a lookup per level, not a pass
+    over every removal for each write (a frame renaming 10,000 files took 12 s that way)."""
+    while removed and path:
+        if path in removed:
+            return True
+        path = path.rpartition("/")[0]
+    return False
 
 
 def _continues(open_write: Write, w: Write, builder: TreeBuilder) -> bool:

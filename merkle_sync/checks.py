@@ -80,8 +80,9 @@ MAX_UNREAD = 64
 KINDS = (0, 1, 2, 3)  # directory, bytes file, str file, symbolic link
 FILE_KINDS = (1, 2, 3)
 LINK_KIND = 3
-#: A link's text, like a path, never exceeds this.
-MAX_LINK = 4096
+#: A link's text never exceeds this: Linux's PATH_MAX counts the closing NUL, so a link of
+#: 4,096 bytes passed every check and then failed at its commit.
+MAX_LINK = 4095
 #: Largest file (old or new version) sent as a delta against the old one (see
 #: ``merkle_sync.delta``): both versions are held whole while it is made and applied.
 DELTA_MAX = 1 << 20

@@ -9,8 +9,9 @@ too long for the target's own location.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 
-from merkle_sync.merkle import DirNode, lookup, split
+from merkle_sync.merkle import DirNode, lookup
 from merkle_sync.protocol import MAX_PATH_BYTES, Apply, ProtocolError
 
 
@@ -20,9 +21,21 @@ def check_layout(tree: DirNode, target_dir: str, req: Apply, open_path: str | No
     removed: set[str] = set()
     made: set[str] = set()
 
+    known: dict[str, bool] = {}  # gone() by path, once ``removed`` is complete
+
     def gone(rel: str) -> bool:
-        parts = split(rel)
-        return any("/".join(parts[: i + 1]) in removed for i in range(len(parts)))
+        """Whether ``rel`` or a directory above it is removed. Each path is answered once
+        (after the removals are checked), so a deep chain of directories costs its length,
+        not its cube (a 7 kB frame of 1,500 nested names took 6 s)."""
+        chain = []
+        while rel and rel not in known:
+            chain.append(rel)
+            rel = rel.rpartition("/")[0]
+        hit = known.get(rel, False)
+        for path in reversed(chain):
+            hit = hit or path in removed
+            known[path] = hit
+        return hit
 
     def is_dir(rel: str) -> bool:
         if rel in made or not rel:
@@ -40,6 +53,7 @@ def check_layout(tree: DirNode, target_dir: str, req: Apply, open_path: str | No
         if not exists(rel):
             raise ProtocolError(f"cannot remove {rel!r}: nothing is there")
         removed.add(rel)
+        known.clear()  # answers given before this removal may have changed
     for rel in req.mkdirs:
         if exists(rel) or not is_dir(posixpath.dirname(rel)):
             raise ProtocolError(f"cannot make directory {rel!r}")
@@ -51,3 +65,23 @@ def check_layout(tree: DirNode, target_dir: str, req: Apply, open_path: str | No
     for attr in req.attrs:
         if not (exists(attr.path) or attr.path in written) or attr.path == open_path:
             raise ProtocolError(f"cannot set metadata of {attr.path!r}: nothing is there")
+
+
+def check_excluded(ignore: Callable[[str, bool], bool], req: Apply) -> None:
+    """Raise ``ProtocolError`` if ``req`` touches a path the target excludes, or one below
+    an excluded directory: the source leaves out the same paths, so no sync sends these,
+    and the target's excluded entries are left alone (the scan never saw what it would
+    replace). Cost: one ``ignore`` call per directory level of each path."""
+
+    def excluded(rel: str, is_dir: bool) -> bool:
+        while rel:
+            if ignore(rel, is_dir):
+                return True
+            rel, is_dir = posixpath.dirname(rel), True
+        return False
+
+    paths = [(r, True) for r in req.mkdirs] + [(w.path, False) for w in req.writes]
+    paths += [(r, d) for r in (*req.removes, *(a.path for a in req.attrs)) for d in (0, 1)]
+    for rel, is_dir in paths:
+        if excluded(rel, bool(is_dir)):
+            raise ProtocolError(f"{rel!r} is excluded on this target")

@@ -341,7 +341,11 @@ class TargetStore:
         ``replaced``: a new version is renamed over it next. The old one then gets a second
         name instead of moving, so a crash before that rename leaves the old version in
         place, never no file at all (no second name possible: it is not kept)."""
-        if not isinstance(node, FileNode) or not self.graves.fits(node.tree.size):
+        if (
+            not isinstance(node, FileNode)
+            or node.kind == KIND_LINK  # its text is no file to copy from (O_NOFOLLOW)
+            or not self.graves.fits(node.tree.size)
+        ):
             return False
         key = self.graves.new_key()
         if self.staging and replaced:

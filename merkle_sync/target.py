@@ -11,6 +11,7 @@ from merkle_sync.applier import ApplyStream, Held
 from merkle_sync.checks import MAX_UNREAD, RESERVED, Refused, probe_hash_len, split_fixed
 from merkle_sync.chunking import sub_chunks
 from merkle_sync.freshness import StaleContent
+from merkle_sync.layout import check_excluded
 from merkle_sync.listing import entries, split, unmatched
 from merkle_sync.merkle import DirNode, FileNode, Node, iter_tree, lookup, put
 from merkle_sync.protocol import (
@@ -93,8 +94,7 @@ class ReplicatorTarget:
         if not isinstance(root, DirNode):
             raise NotADirectoryError(f"target is not a directory: {self.dir!r}")
         self.tree: DirNode = root
-        #: The content index is built on the first request that needs it: a no-op sync
-        #: (equal roots) never does, and never loads a tree.
+        #: The content index is built on the first request that needs it (never in a no-op).
         self._indexed = False
         self._decoder = StreamDecoder()
         self._stream: ApplyStream | None = None
@@ -340,6 +340,8 @@ class ReplicatorTarget:
             raise ProtocolError(f"apply frame {req.part} belongs to no open apply")
         stream = self._stream
         try:
+            if self._ignore is not None:
+                check_excluded(self._ignore, req)
             stream.apply(req)
         except BaseException:
             self._stream = None

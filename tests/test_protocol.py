@@ -299,3 +299,40 @@ def test_the_targets_unread_paths_are_checked_and_capped():
         with pytest.raises(ProtocolError):
             WalkReply(True, (), b"", 0, unread=bad)
     assert encode(WalkReply(True, (), b"", 0)) == b"\x95\x02\xc3\x90\xc4\x00\x00"  # as before
+
+
+def test_a_frame_touching_what_the_target_excludes_is_refused_and_changes_nothing(tmp_path):
+    """The source leaves out what the target does, so no sync sends these; a peer that does
+    would replace or delete what the target's user excluded (found by fuzzing the target)."""
+    from merkle_sync.diskfs import DiskFileSystem
+    from merkle_sync.ignore import Ignore
+    from merkle_sync.protocol import Attr
+
+    dst = tmp_path / "dst"
+    (dst / "build").mkdir(parents=True)
+    (dst / "note.log").write_text("mine")
+    target = ReplicatorTarget(DiskFileSystem(), str(dst), ignore=Ignore(["*.log", "build/"]))
+    before = snapshot(DiskFileSystem(), str(dst))
+    node = FileNode.from_data(KIND_BYTES, b"x")
+    write = Write("note.log", KIND_BYTES, 1, node.hash[:8], (1,))
+    below = Write("build/out", KIND_BYTES, 1, node.hash[:8], (1,))
+    frames = [
+        Apply(8, b"", (), (), (write,), (1,), b"x"),
+        Apply(8, b"", (), (), (below,), (1,), b"x"),
+        Apply(8, b"", (), ("note.log/d",), (), (), b""),
+        Apply(8, b"", ("build",), (), (), (), b""),
+        Apply(8, b"", (), (), (), (), b"", attrs=(Attr("note.log", 0o600, 0),)),
+    ]
+    for frame in frames:
+        with pytest.raises(ProtocolError, match="excluded on this target"):
+            decode(target.handle_request(encode(frame)))
+        assert snapshot(DiskFileSystem(), str(dst)) == before
+
+
+def test_a_link_of_4096_bytes_is_refused_before_anything_lands():
+    """Linux's PATH_MAX counts the closing NUL: such a link failed at its commit, after the
+    frame's removals and directories had landed (found by fuzzing the target)."""
+    node = FileNode.from_data(3, b"x" * 4095)
+    Write("l", 3, 4095, node.hash[:8], (1,))
+    with pytest.raises(ProtocolError):
+        Write("l", 3, 4096, node.hash[:8], (1,))
