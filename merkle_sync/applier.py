@@ -300,7 +300,7 @@ class ApplyStream:
     def fs_makedir(self, rel: str) -> None:
         fs, path = self.store.fs, self.store.abs(rel)
         try:
-            fs.makedir(path)
+            self.store.in_dir_of(path, lambda: fs.makedir(path))
         except FileExistsError:
             # Not in the tree (the layout was checked), so a FIFO, socket or device the scan
             # left out: the source's directory replaces it, as a file written there would.

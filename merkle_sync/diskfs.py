@@ -16,6 +16,7 @@ neither side ever holds a whole file in memory.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -60,7 +61,7 @@ def remove_tree(path: str) -> None:
     never entered), and a directory found ``REMOVE_DEPTH`` levels down is first renamed up
     into the top directory, so at most that many descriptors are ever open.
     """
-    top = os.open(path, _DIR_FLAGS)
+    top = _opened_writable(path)
     stack: list[list[Any]] = [[top, "", os.scandir(top)]]
     moved = itertools.count()
     spilled = False  # entries renamed into the top since its listing began
@@ -84,13 +85,25 @@ def remove_tree(path: str) -> None:
                           dst_dir_fd=top)  # fmt: skip
                 spilled = True
             else:
-                child = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+                child = _opened_writable(entry.name, fd)
                 stack.append([child, entry.name, os.scandir(child)])
     finally:
         for fd, _, entries in stack:
             entries.close()
             os.close(fd)
     os.rmdir(path)
+
+
+def _opened_writable(name: str, dir_fd: int | None = None) -> int:
+    """A directory about to be emptied, opened (never through a link) and, if read-only
+    and ours, made writable: a mirror of a read-only source directory is removed whole, as
+    ``rm -rf`` would, not refused entry by entry."""
+    fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    mode = os.fstat(fd).st_mode
+    if not mode & stat.S_IWUSR:
+        with contextlib.suppress(PermissionError):  # not ours: the removal says so itself
+            os.fchmod(fd, stat.S_IMODE(mode) | stat.S_IWUSR)
+    return fd
 
 
 def _is_dir(path: str) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import posixpath
 from bisect import bisect_right
+from collections.abc import Callable
 from typing import Any
 
 from merkle_sync.chunking import leaf_hash
@@ -115,6 +116,7 @@ class TargetStore:
         self.patch_min = patch_min if self.staging and isinstance(fs, Patcher) else None
         self._patches: dict[str, PatchedFile] = {}  # open patches by path: their old bytes
         self._checked: set[str] = set()  # directories checked real during this request
+        self._dir_meta: dict[str, tuple[int, int]] = {}  # parents' modes (``in_dir_of``)
         #: Whether a file's indexed bytes are still on the disk before they are reused.
         self.fresh = Freshness(fs, None, self.where, self.staging and self.keeps_meta)
 
@@ -153,6 +155,7 @@ class TargetStore:
     def begin_request(self) -> None:
         """Directories checked for one request only: between requests anything may change."""
         self._checked.clear()
+        self._dir_meta.clear()
         self.fresh.begin()
 
     def _beneath(self, rel_dir: str) -> None:
@@ -289,14 +292,36 @@ class TargetStore:
             sink.close()  # complete: its descriptor is not needed for the rename
         return None
 
+    def in_dir_of(self, path: str, change: Callable[[], object]) -> None:
+        """Make ``change`` to the directory holding ``path``. A read-only one (the mirror of
+        a read-only source directory, into which a new file must go) gets its owner's write
+        bit for the moment, as rsync does, and its mode back after; the frame then sets
+        what the source has. Each directory's mode is read once per request."""
+        parent = posixpath.dirname(path)
+        meta = self._dir_meta.get(parent) if self.keeps_meta else (0o200, 0)
+        if meta is None:
+            meta = self._dir_meta[parent] = self.fs.info(parent)[3]
+        if meta[0] & 0o200:
+            change()
+            return
+        try:
+            self.fs.set_meta(parent, (meta[0] | 0o200, meta[1]), False)
+        except OSError:  # not ours: the change itself says why it cannot be made
+            change()
+            return
+        try:
+            change()
+        finally:
+            self.fs.set_meta(parent, meta, False)
+
     def commit(self, sink: Sink, rel: str, content: object, node: FileNode) -> None:
         path = self.abs(rel)
         if node.kind == KIND_LINK:
-            self.fs.make_link(self._tmp(), path, content)
+            self.in_dir_of(path, lambda: self.fs.make_link(self._tmp(), path, content))
         elif isinstance(sink, MemoryStagedFile):
             self.fs.writefile(path, content)
         else:
-            sink.commit(path)
+            self.in_dir_of(path, lambda: sink.commit(path))
             self._patches.pop(rel, None)
         self.set_meta(rel, node)
         if self.file_index is not None and node.kind != KIND_LINK:
@@ -324,11 +349,12 @@ class TargetStore:
     def remove(self, rel: str, old: Node) -> None:
         """Remove what is at ``rel``, keeping its files' content reusable while budgets allow."""
         moved = {path for path, node in iter_tree(old, rel) if self.keep(path, node)}
+        path = self.abs(rel)
         if isinstance(old, FileNode):
             if rel not in moved:
-                self.fs.removefile(self.abs(rel))
+                self.in_dir_of(path, lambda: self.fs.removefile(path))
         else:
-            self.fs.removedir(self.abs(rel))
+            self.in_dir_of(path, lambda: self.fs.removedir(path))
         for path, node in iter_tree(old, rel):
             if isinstance(node, FileNode) and path not in moved:
                 self.index.remove(path)
@@ -354,7 +380,8 @@ class TargetStore:
             except (AttributeError, OSError):
                 return False
         elif self.staging:
-            self.fs.rename(self.abs(rel), self.where(key))
+            path = self.abs(rel)
+            self.in_dir_of(path, lambda: self.fs.rename(path, self.where(key)))
         else:  # in memory: make room first, so the budget holds before anything is read
             self.graves.trim(self.keep_removed - node.tree.size)
             self._held_bytes[key] = encode_content(self.fs.readfile(self.abs(rel)))[1]

@@ -24,6 +24,7 @@ import pytest
 from merkle_sync.diskfs import DiskFileSystem
 from merkle_sync.source import ReplicatorSource
 from merkle_sync.transport import Link, PipeRpc
+from tests.test_soak import listing
 
 PY = sys.executable
 
@@ -367,15 +368,19 @@ def _python_for(prefix: list[str]) -> tuple[str, dict[str, str]]:
     pytest.skip(f"an unprivileged user can run neither {PY} nor {system} with merkle_sync")
 
 
+def _unprivileged() -> tuple[list[str], str, dict[str, str]]:
+    """How to run the command as a user whom permission bits bind (root ignores them)."""
+    if os.geteuid() != 0:
+        return [], PY, {}
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv to drop privileges")
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    return (prefix, *_python_for(prefix))
+
+
 def test_an_unreadable_file_exits_23_and_the_rest_is_synced(tmp_path):
     """Run as an unprivileged user (root reads everything), as rsync's exit 23."""
-    prefix: list[str] = []
-    python, extra_env = PY, {}
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("running as root without setpriv to drop privileges")
-        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        python, extra_env = _python_for(prefix)
+    prefix, python, extra_env = _unprivileged()
     base = Path(tempfile.mkdtemp(prefix="merkle-sync-test-"))  # pytest's tmp is root-only
     try:
         base.chmod(0o777)
@@ -399,6 +404,53 @@ def test_an_unreadable_file_exits_23_and_the_rest_is_synced(tmp_path):
         assert "skipped secret.txt" in done.stderr
         assert (dst / "ok.txt").read_text() == "fine"
     finally:
+        shutil.rmtree(base)
+
+
+def test_read_only_directories_are_mirrored_written_into_and_removed(tmp_path):
+    """A read-only source directory (mode 555) is mirrored read-only; a file added to it
+    later must still go in, and a read-only tree removed from the source must go from the
+    target, as rsync does (the target failed with exit 11 on every run before)."""
+    prefix, python, extra_env = _unprivileged()
+    base = Path(tempfile.mkdtemp(prefix="merkle-sync-test-"))
+    src, dst = base / "src", base / "dst"
+
+    def own_all() -> None:
+        for path in [base, *base.rglob("*")] if prefix else ():
+            os.chown(path, 65534, 65534, follow_symlinks=False)
+
+    def sync() -> None:
+        env = {**os.environ, **extra_env, "XDG_CACHE_HOME": str(base / "cache")}
+        done = subprocess.run(
+            [*prefix, python, "-m", "merkle_sync", str(src), str(dst)],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert listing(dst) == listing(src)
+
+    try:
+        for d in ("ro", "gone/sub"):
+            (src / d).mkdir(parents=True)
+            (src / d / "f").write_text(d)
+        for d in ("ro", "gone/sub", "gone"):
+            (src / d).chmod(0o555)
+        own_all()
+        sync()
+        assert stat.S_IMODE((dst / "ro").stat().st_mode) == 0o555
+        (src / "ro").chmod(0o755)
+        (src / "ro" / "new").write_text("new")
+        (src / "ro").chmod(0o555)
+        for d in ("gone", "gone/sub"):
+            (src / d).chmod(0o755)
+        shutil.rmtree(src / "gone")
+        own_all()
+        sync()
+        assert (dst / "ro" / "new").read_text() == "new"
+        assert not (dst / "gone").exists()
+    finally:
+        for path in [base, *base.rglob("*")]:
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(0o755)
         shutil.rmtree(base)
 
 
