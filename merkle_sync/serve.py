@@ -29,7 +29,7 @@ def target_options(raw: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, bool):
                 raise ProtocolError(f"option {key!r} must be a boolean")
         elif key == "max_delete":
-            if value is not None and (not isinstance(value, int) or value < 0):
+            if value is not None and (type(value) is not int or value < 0):  # not a bool
                 raise ProtocolError("option 'max_delete' must be a count or nil")
         elif key == "exclude":
             if not isinstance(value, list) or not all(isinstance(p, str) for p in value):

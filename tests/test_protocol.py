@@ -336,3 +336,22 @@ def test_a_link_of_4096_bytes_is_refused_before_anything_lands():
     Write("l", 3, 4095, node.hash[:8], (1,))
     with pytest.raises(ProtocolError):
         Write("l", 3, 4096, node.hash[:8], (1,))
+
+
+def test_a_clients_options_are_checked_and_its_patterns_cannot_backtrack_for_ever():
+    """The exclude patterns of a client's hello become regular expressions the target runs
+    on every entry: adjacent ``*`` are one wildcard (git's rule; 11 of them took 11 s on one
+    name), and more than ``MAX_WILDCARDS`` are refused. A flag is no count."""
+    from merkle_sync.ignore import MAX_WILDCARDS, Ignore
+    from merkle_sync.serve import target_options
+
+    slow = Ignore(["*" * 20 + "x", "a/**/b", "a**b"])
+    assert slow.patterns == ("*x", "a/**/b", "a*b")
+    assert not slow("a" * 250, False)  # at once: one wildcard, not twenty
+    assert slow("a/c/d/b", False) and slow("azzb", False)
+    with pytest.raises(ValueError, match="wildcards"):
+        Ignore(["*a" * (MAX_WILDCARDS + 1)])
+    for bad in ({"max_delete": True}, {"max_delete": -1}, {"exclude": "*.log"}, {"nope": 1}):
+        with pytest.raises(ProtocolError):
+            target_options(bad)
+    assert target_options({"max_delete": 0, "exclude": ["*.log"]})["max_delete"] == 0
