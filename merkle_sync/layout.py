@@ -71,14 +71,20 @@ def check_excluded(ignore: Callable[[str, bool], bool], req: Apply) -> None:
     """Raise ``ProtocolError`` if ``req`` touches a path the target excludes, or one below
     an excluded directory: the source leaves out the same paths, so no sync sends these,
     and the target's excluded entries are left alone (the scan never saw what it would
-    replace). Cost: one ``ignore`` call per directory level of each path."""
+    replace). Cost: one ``ignore`` call per path, and one per directory above them."""
+    dirs: dict[str, bool] = {"": False}
 
     def excluded(rel: str, is_dir: bool) -> bool:
-        while rel:
-            if ignore(rel, is_dir):
-                return True
-            rel, is_dir = posixpath.dirname(rel), True
-        return False
+        if ignore(rel, is_dir):
+            return True
+        chain, at = [], posixpath.dirname(rel)
+        while at not in dirs:
+            chain.append(at)
+            at = posixpath.dirname(at)
+        hit = dirs[at]
+        for d in reversed(chain):
+            hit = dirs[d] = hit or ignore(d, True)
+        return hit
 
     paths = [(r, True) for r in req.mkdirs] + [(w.path, False) for w in req.writes]
     paths += [(r, d) for r in (*req.removes, *(a.path for a in req.attrs)) for d in (0, 1)]
