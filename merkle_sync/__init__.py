@@ -1,6 +1,6 @@
 """merkle_sync: one-way directory replication over Merkle trees and content-defined chunks."""
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 #: The public names and the modules that define them, imported on first use: the command
 #: starts its target's process before it loads the engine (``cli.main``), and a plain

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from merkle_sync.adapt import SPEED, LevelControl
+from merkle_sync.preflight import Preflight
 from merkle_sync.protocol import Ack, Apply, Message, ProtocolError, Walk, WalkReply
 from merkle_sync.session import SyncSession
 from merkle_sync.wire import StreamEncoder, decode, encode, stream_level
@@ -137,6 +138,17 @@ class Driver:
                 self._encoder = StreamEncoder(level, self._planned)
                 self.stats.level_changes += 1
 
+    def _preflight(self, removes: tuple[str, ...]) -> None:
+        """A dry run asks the target whether it would refuse these removals (and changes
+        nothing): ``merkle_sync.preflight``. Its few bytes are not in the would-send count."""
+        reply = self._decode_quietly(self.rpc(encode(Preflight(removes))))
+        if not isinstance(reply, Ack):
+            raise ProtocolError(f"unexpected reply {type(reply).__name__} to a preflight")
+
+    @staticmethod
+    def _decode_quietly(reply: Any) -> Message:
+        return reply if isinstance(reply, Message) else decode(reply)
+
     def _sent(self, request: Any, frame: bytes) -> None:
         self.stats.bytes_up += len(frame)
         if self.on_frame is not None and isinstance(request, Apply):
@@ -153,6 +165,8 @@ class Driver:
         while request is not None:
             frame = self._encode(request)
             if self.dry_run and isinstance(request, Apply):
+                if request.part == 0 and request.removes:
+                    self._preflight(request.removes)
                 self.stats.bytes_up += len(frame)  # counted as if sent, acknowledged here
                 request = None if request.final else session.receive(Ack(request.part))
                 continue

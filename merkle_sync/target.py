@@ -14,6 +14,7 @@ from merkle_sync.freshness import StaleContent
 from merkle_sync.layout import check_excluded
 from merkle_sync.listing import entries, split, unmatched
 from merkle_sync.merkle import DirNode, FileNode, Node, iter_tree, lookup, put
+from merkle_sync.preflight import Preflight
 from merkle_sync.protocol import (
     MAX_BASIS_READ,
     MAX_CONFIRMED,
@@ -133,6 +134,9 @@ class ReplicatorTarget:
             if isinstance(reply, ApplyReply):
                 self._forget()  # the sync is over
             return reply
+        if isinstance(request, Preflight):
+            self._refusals(request.removes)  # and nothing else: a dry run asks
+            return Ack(0)
         raise ProtocolError(f"unknown request type {type(request).__name__}")
 
     def _mark(self) -> None:
@@ -202,11 +206,17 @@ class ReplicatorTarget:
         """What one sync's walks told the apply: gone when the sync ends or starts over."""
         self._confirmed, self._probed = [], []
 
-    def _check_deletes(self, removes: tuple[str, ...]) -> None:
+    def _refusals(self, removes: tuple[str, ...]) -> None:
+        """Why the first frame of an apply (or a dry run's ``Preflight``) is refused."""
+        if self.unmarked and removes:
+            raise Refused(
+                f"{self.dir!r} is not empty and has never been a merkle-sync mirror: "
+                f"refusing to delete {len(removes)} entries there (is it the right "
+                "directory? use --force to mirror into it anyway)"
+            )
         limit = self.max_delete
-        assert limit is not None
         count = 0
-        for rel in removes:
+        for rel in removes if limit is not None else ():
             node = lookup(self.tree, rel)
             for _ in iter_tree(node) if node is not None else ():
                 count += 1
@@ -236,7 +246,7 @@ class ReplicatorTarget:
             if self.unmarked:  # it equals the source: a mirror from now on
                 self.unmarked = False
                 self._mark()
-            return WalkReply(True, (), b"", 0, unread=self._reported())
+            return WalkReply(True, (), b"", 0, unread=tuple(self._unread[:MAX_UNREAD]))
         self._ensure_index()
         n = req.hash_len
         cut = self._cut(req.basis)
@@ -272,14 +282,10 @@ class ReplicatorTarget:
                 probe_check([f[0] for f in leaf if f]) for leaf in self._probed if any(leaf)
             )
         root = self.tree.hash[:n] if req.root else b""  # the state the apply must find
-        unread = self._reported() if req.root else ()
+        unread = tuple(self._unread[:MAX_UNREAD]) if req.root else ()  # once per sync
         return trusted(
             WalkReply, False, tuple(listings), bytes(bits), len(self.index), root, checks, unread
         )
-
-    def _reported(self) -> tuple[str, ...]:
-        """What this target could not read, as the first reply of each sync tells it."""
-        return tuple(self._unread[:MAX_UNREAD])
 
     def _cut(self, spans: tuple[Span, ...]) -> dict[Span, list[Sub]]:
         """The sub-chunks of the old leaves overlapping each span, in file order.
@@ -320,14 +326,7 @@ class ReplicatorTarget:
             self._end_stream()
             if req.base and req.base != self.tree.hash[: req.hash_len]:
                 return ApplyReply(self.tree.hash)  # stale plan: the source falls back to a walk
-            if self.unmarked and req.removes:
-                raise Refused(
-                    f"{self.dir!r} is not empty and has never been a merkle-sync mirror: "
-                    f"refusing to delete {len(req.removes)} entries there (is it the right "
-                    "directory? use --force to mirror into it anyway)"
-                )
-            if self.max_delete is not None and req.removes:
-                self._check_deletes(req.removes)
+            self._refusals(req.removes)
             self._stream = ApplyStream(
                 self.tree,
                 self.store,

@@ -31,7 +31,8 @@ PROGRAM = "merkle-sync"
 #: 2: deltas against kept copies, the compact probe, packed literals, digest listings, and a
 #: walk's hashes joined in one string; a peer of protocol 1 reads none of these.
 #: 3: 3-byte probe hashes, checked by the target per refined leaf (``WalkReply.checks``).
-PROTOCOL = 3
+#: 4: the target's unreadable entries (``WalkReply.unread``) and a dry run's ``Preflight``.
+PROTOCOL = 4
 FEATURES = (
     "zstd-stream", "meta", "links", "exclude", "max-delete", "dry-run",
     "delta", "probe", "packed", "digests", "probe-check",

@@ -6,6 +6,7 @@ import msgpack
 import zstandard
 
 from merkle_sync.checks import split_fixed
+from merkle_sync.preflight import Preflight
 from merkle_sync.protocol import (
     MAX_FRAME,
     MAX_ITEMS,
@@ -23,7 +24,7 @@ from merkle_sync.protocol import (
     Write,
 )
 
-_WALK, _WALK_REPLY, _APPLY, _APPLY_REPLY, _ACK = 1, 2, 3, 4, 5
+_WALK, _WALK_REPLY, _APPLY, _APPLY_REPLY, _ACK, _PREFLIGHT = 1, 2, 3, 4, 5, 6
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # never the first byte of a msgpack array
 #: First byte of a frame compressed in the session's stream: the first such frame of a
 #: stream starts a new decompression context, the others continue it.
@@ -127,6 +128,8 @@ def pack(msg: object) -> bytes:
         body = [_APPLY_REPLY, msg.root]
     elif isinstance(msg, Ack):
         body = [_ACK, msg.part]
+    elif isinstance(msg, Preflight):
+        body = [_PREFLIGHT, msg.removes]
     else:
         raise TypeError(f"not a protocol message: {type(msg).__name__}")
     # Names travel as the bytes they are on disk, UTF-8 or not (surrogateescape both ways).
@@ -218,6 +221,8 @@ def _build(body: tuple) -> Message:
         return ApplyReply(*fields)
     if code == _ACK:
         return Ack(*fields)
+    if code == _PREFLIGHT:
+        return Preflight(*fields)
     raise ProtocolError(f"unknown message type {code!r}")
 
 

@@ -269,6 +269,29 @@ def test_a_dry_run_lists_the_plan_and_its_bytes_and_changes_nothing(src, tmp_pat
     assert (planned["created"], planned["updated"], planned["deleted"]) == (1, 1, 1)
 
 
+@pytest.mark.parametrize("remote", [False, True])
+def test_a_dry_run_predicts_the_targets_refusals(src, tmp_path, shim, remote):
+    """``-n`` asks the target (``merkle_sync.preflight``) whether it would refuse the plan's
+    deletions, so it exits 25 where the real run would, and still changes nothing."""
+    dst, foreign = tmp_path / "dst", tmp_path / "foreign"
+    cli(str(src), str(dst))
+    (dst / "stale.txt").write_text("stale")
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("mine")
+
+    def where(d: Path) -> list[str]:
+        return ["-e", shim, "--remote-cmd", remote_cmd(), str(src), f"h:{d}"] if remote else [
+            str(src), str(d)]  # fmt: skip
+
+    for args, d in ((["--max-delete", "0"], dst), ([], foreign)):
+        before = raw_state(d)
+        dry = cli("-n", *args, *where(d), check=25)
+        assert "would delete" in dry.stdout
+        assert raw_state(d) == before
+        cli(*args, *where(d), check=25)  # as the real run
+    cli("-n", "--max-delete", "1", *where(dst))  # within the limit: the plan, exit 0
+
+
 def test_excluded_paths_are_neither_sent_nor_deleted_unless_asked(src, tmp_path):
     dst = tmp_path / "dst"
     (src / "debug.log").write_text("log")

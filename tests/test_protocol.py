@@ -355,3 +355,25 @@ def test_a_clients_options_are_checked_and_its_patterns_cannot_backtrack_for_eve
         with pytest.raises(ProtocolError):
             target_options(bad)
     assert target_options({"max_delete": 0, "exclude": ["*.log"]})["max_delete"] == 0
+
+
+def test_a_preflight_is_answered_with_the_apply_checks_and_changes_nothing(tmp_path):
+    from merkle_sync.checks import Refused
+    from merkle_sync.diskfs import DiskFileSystem
+    from merkle_sync.preflight import Preflight
+    from merkle_sync.protocol import Ack
+
+    dst = tmp_path / "dst"
+    (dst / "d").mkdir(parents=True)
+    (dst / "d" / "f").write_text("f")
+    fs = DiskFileSystem()
+    target = ReplicatorTarget(fs, str(dst), max_delete=1, guard_unmarked=False)
+    before = snapshot(fs, str(dst))
+    assert decode(target.handle_request(encode(Preflight(("d/f",))))) == Ack(0)
+    with pytest.raises(Refused, match="more than 1"):
+        target.handle_request(encode(Preflight(("d",))))  # the directory and its file
+    assert snapshot(fs, str(dst)) == before
+    assert decode(encode(Preflight(("a", "b/c")))) == Preflight(("a", "b/c"))
+    for bad in (("../x",), ("/x",), "d"):
+        with pytest.raises(ProtocolError):
+            Preflight(bad)  # type: ignore[arg-type]
