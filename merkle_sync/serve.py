@@ -88,17 +88,20 @@ def serve(path: str, reader: IO[bytes], writer: IO[bytes]) -> int:
         link.send_error(exc)
         return 12 if isinstance(exc, ProtocolError) else 11
     link.send(HELLO, hello())
-    while True:
-        record = link.receive()
-        if record is None:
-            return 0
-        kind, payload = record
-        if kind != FRAME:
-            link.send_error(ProtocolError(f"expected a frame, got a {kind!r} record"))
-            return 12
-        try:
-            reply = target.handle_request(payload)
-        except Exception as exc:  # reported to the client, which decides; we go on serving
-            link.send_error(exc)
-            continue
-        link.send(FRAME, reply)
+    try:
+        while True:
+            record = link.receive()
+            if record is None:
+                return 0
+            kind, payload = record
+            if kind != FRAME:
+                link.send_error(ProtocolError(f"expected a frame, got a {kind!r} record"))
+                return 12
+            try:
+                reply = target.handle_request(payload)
+            except Exception as exc:  # reported to the client, which decides; we go on
+                link.send_error(exc)
+                continue
+            link.send(FRAME, reply)
+    finally:  # Ctrl-C or a broken link too: a file staged across frames is not left behind
+        target.close()
