@@ -56,15 +56,22 @@ def test_fifos_sockets_and_devices_in_the_source_are_skipped_with_the_reason(tmp
     assert sorted(os.listdir(dst / "sub")) == ["plain.txt"]
 
 
-def test_special_files_in_the_target_are_replaced_by_what_the_source_has(tmp_path, alarm):
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_special_files_in_the_target_are_replaced_by_what_the_source_has(tmp_path, alarm, what):
+    """A file renamed over a FIFO replaces it; a directory could not be made there and
+    failed every sync (found by fuzzing the target), until the target removed it first."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     dst.mkdir()
     made = _specials(dst)
     for name in made:
-        (src / name).write_text(f"a regular {name}")
+        if what == "file":
+            (src / name).write_text(f"a regular {name}")
+        else:
+            (src / name).mkdir()
+            (src / name / "inside").write_text(name)
     fs = DiskFileSystem()
-    ReplicatorSource(fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request)
+    ReplicatorSource(fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request, index=False)
     assert listing(dst) == listing(src)
 
 
@@ -147,19 +154,6 @@ def test_an_entry_the_target_cannot_read_is_reported_not_passed_over(tmp_path):
     source = ReplicatorSource(fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request)
     assert source.skipped == []  # readable again: deleted, as any entry the source lacks
     assert sorted(os.listdir(dst)) == [".merkle_sync", "a", "b", "c"]
-
-
-def test_special_files_in_the_target_are_replaced_by_the_sources_directories(tmp_path, alarm):
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    src.mkdir()
-    dst.mkdir()
-    made = _specials(dst)
-    for name in made:
-        (src / name).mkdir()
-        (src / name / "inside").write_text(name)
-    fs = DiskFileSystem()
-    ReplicatorSource(fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request, index=False)
-    assert listing(dst) == listing(src)
 
 
 def test_a_removed_link_is_not_kept_for_reuse_as_if_it_were_a_file(tmp_path):
