@@ -18,11 +18,12 @@ IGNORE_FILE = ".merkleignore"
 #: match per scanned entry.
 MAX_PATTERNS = 10_000
 MAX_PATTERN_BYTES = 4096
-#: Wildcards (``*`` runs, ``**`` path components aside) in one pattern at most. pathspec
+#: Wildcards (``*`` runs, ``**`` path components included) in one pattern at most. pathspec
 #: matches with Python's backtracking regular expressions, so each ``*`` multiplies the
 #: work on a long name: 11 adjacent ones took 11 s on one name, and a client's patterns
 #: reach the target. Adjacent ones are one wildcard (git's rule); three took 3 ms on a
-#: name of 250 bytes made to be slow.
+#: name of 250 bytes made to be slow, where eight ``**`` components took 21 s on a path of
+#: 40 levels.
 MAX_WILDCARDS = 3
 _RUN = re.compile(r"(?<!\\)\*+")
 
@@ -39,10 +40,8 @@ def _simplified(pattern: str) -> str:
         whole = (start == 0 or pattern[start - 1] == "/") and (
             end == len(pattern) or pattern[end] == "/"
         )
-        if len(m.group()) == 2 and whole:
-            return "**"
         count += 1
-        return "*"
+        return "**" if len(m.group()) == 2 and whole else "*"
 
     out = _RUN.sub(one, pattern)
     if count > MAX_WILDCARDS:

@@ -67,7 +67,9 @@ def check_layout(tree: DirNode, target_dir: str, req: Apply, open_path: str | No
             raise ProtocolError(f"cannot set metadata of {attr.path!r}: nothing is there")
 
 
-def check_excluded(ignore: Callable[[str, bool], bool], req: Apply) -> None:
+def check_excluded(
+    ignore: Callable[[str, bool], bool], req: Apply, dir_there: Callable[[str], bool]
+) -> None:
     """Raise ``ProtocolError`` if ``req`` touches a path the target excludes, or one below
     an excluded directory: the source leaves out the same paths, so no sync sends these,
     and the target's excluded entries are left alone (the scan never saw what it would
@@ -86,7 +88,10 @@ def check_excluded(ignore: Callable[[str, bool], bool], req: Apply) -> None:
             hit = dirs[d] = hit or ignore(d, True)
         return hit
 
+    # A file written where the target holds a directory (``dir_there``) is tested as one:
+    # ``cache/`` excludes that directory, which the write would have to replace.
     paths = [(r, True) for r in req.mkdirs] + [(w.path, False) for w in req.writes]
+    paths += [(w.path, True) for w in req.writes if ignore(w.path, True) and dir_there(w.path)]
     paths += [(r, d) for r in (*req.removes, *(a.path for a in req.attrs)) for d in (0, 1)]
     for rel, is_dir in paths:
         if excluded(rel, bool(is_dir)):

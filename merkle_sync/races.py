@@ -11,12 +11,16 @@ the next sync tries again.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from merkle_sync.merkle import DirNode, Node, lookup, put
 
-#: Times one sync rescans the source and starts over when the source changed under it,
-#: and then rounds of leaving out the files that still change (or vanish) while sent.
+#: Times one sync rescans the source and starts over when the source changed under it;
+#: after that, each failed attempt leaves out the files that still change (or cannot be
+#: read), up to ``MAX_LEFT_OUT`` of them: every attempt then ends or leaves one more out.
 MAX_REFRESH = 3
+MAX_LEFT_OUT = 256
 CHANGING = "changed each time it was read for sending; the target keeps its copy"
 
 
@@ -58,13 +62,18 @@ def changed_paths(old: Node | None, new: Node | None, rel: str = "") -> list[str
     return sorted(out)
 
 
-def leave_out(tree: DirNode, exc: Exception, changed: list[str]) -> list[tuple[str, str]]:
-    """Take out of this sync the file that could not be read (``exc``), or those that still
-    changed after every rescan: the target keeps whatever it holds there. Returns them,
-    with why, for ``skipped``."""
-    why = [(exc.rel, exc.why())] if isinstance(exc, Raced) else []
+def victims(exc: Exception, changed: list[str]) -> list[tuple[str, str]]:
+    """What to leave out after a failed attempt, with why: the file that could not be read
+    (``exc``), or those that still changed after every rescan."""
+    gone = [(exc.rel, exc.why())] if isinstance(exc, Raced) else []
+    return gone + [(rel, CHANGING) for rel in changed]
+
+
+def leave_out(tree: DirNode, files: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Take these files out of this sync: the target keeps whatever it holds there.
+    Returns those that were in ``tree``, with why, for ``skipped``."""
     out = []
-    for rel, reason in why + [(r, CHANGING) for r in changed]:
+    for rel, reason in files:
         parent = lookup(tree, posixpath.dirname(rel))
         name = posixpath.basename(rel)
         if rel and isinstance(parent, DirNode) and name in parent.children:
@@ -72,6 +81,30 @@ def leave_out(tree: DirNode, exc: Exception, changed: list[str]) -> list[tuple[s
             parent.keep.add(name)
             out.append((rel, reason))
     return out
+
+
+@dataclass
+class Retries:
+    """One sync's answers to its failed attempts: rescan and start over, then leave out."""
+
+    refreshed: int = 0
+    left: dict[str, str] = field(default_factory=dict)  # files left out, and why
+
+    def answer(
+        self, tree: DirNode, exc: Exception, changed: list[str]
+    ) -> tuple[bool, list[tuple[str, str]]]:
+        """After a failed attempt and a rescan (``changed``: what it found different):
+        whether to try again, and what is left out of ``tree`` now, for ``skipped`` (the
+        rescan put back what was left out before). Every ``True`` is a rescan within
+        ``MAX_REFRESH`` or one more file left out, so the attempts end."""
+        out = leave_out(tree, self.left.items())
+        if changed and self.refreshed < MAX_REFRESH:
+            self.refreshed += 1
+            return True, out
+        new = [v for v in victims(exc, changed) if v[0] not in self.left]
+        more = leave_out(tree, new) if len(self.left) < MAX_LEFT_OUT else []
+        self.left.update(more)
+        return bool(more), out + more
 
 
 def under(rel: str, top: str) -> bool:

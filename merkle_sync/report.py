@@ -121,10 +121,9 @@ class Reporter:
         made = set(session.mkdirs)
         changes += [["set mode/time", a.path or "."] for a in session.attrs if a.path not in made]
         self._changes = changes  # the last plan is the one that ran
-        if not self.as_json:
-            verb = "would " if self.dry_run else ""
+        if self.dry_run and not self.as_json:  # now: a refusal may follow
             for what, path in changes:
-                print(f"{verb}{what}  {path}", file=self.out)
+                print(f"would {what}  {path}", file=self.out)
 
     def _close_bar(self) -> None:
         if self._bar is not None:
@@ -158,6 +157,9 @@ class Reporter:
     def done(self, fig: Figures, what: str = "") -> None:
         """One sync finished: skipped entries on stderr, then its line, table or JSON."""
         self._close_bar()
+        if not self.dry_run and not self.as_json:  # the plan that ran, once (a sync that
+            for change, path in self._changes:  # started over planned again)
+                print(f"{change}  {path}", file=self.out)
         self._changes = []
         for rel, why in fig.skipped:
             print(f"merkle-sync: skipped {rel or '.'}: {why}", file=sys.stderr)

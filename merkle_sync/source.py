@@ -28,7 +28,7 @@ from merkle_sync.merkle import (
     set_dir_meta,
 )
 from merkle_sync.protocol import FULL_HASH, MIN_HASH, ProtocolError, Walk, trusted
-from merkle_sync.races import MAX_REFRESH, Raced, SyncError, changed_paths, leave_out, under
+from merkle_sync.races import Raced, Retries, SyncError, changed_paths, under
 from merkle_sync.scan import UNREADABLE, ReadCache, Scanner, with_target
 from merkle_sync.session import SyncSession
 from merkle_sync.synced import SyncedRecord, recorded_versions
@@ -354,7 +354,7 @@ class ReplicatorSource:
         self._known = None
         self._in_sync = False
         lengths = list(dict.fromkeys((self.hash_len, FULL_HASH)))
-        refreshed = left = 0
+        retries = Retries()
         try:
             while lengths:
                 hash_len = lengths[0]
@@ -364,17 +364,15 @@ class ReplicatorSource:
                     if self.dry_run:
                         return
                 except (ProtocolError, Raced) as exc:
-                    changed = self._refresh()
-                    if changed and refreshed < MAX_REFRESH:
-                        refreshed += 1  # a file changed while it was being sent: go on
-                        continue
-                    out = leave_out(self.tree, exc, changed) if left < MAX_REFRESH else []
-                    if out:  # what keeps changing (or vanished) waits for the next sync
-                        self.skipped += out
-                        left += 1
+                    # A file changed while it was sent: rescan and go on; one that keeps
+                    # changing (or vanished) waits for the next sync (``merkle_sync.races``).
+                    changed = self._refresh()  # first: it replaces ``self.tree``
+                    again, out = retries.answer(self.tree, exc, changed)
+                    self.skipped += out
+                    if again:
                         continue
                     if isinstance(exc, Raced):
-                        raise exc.error from exc
+                        raise OSError(f"{self._abs(exc.rel)}: {exc.why()}") from exc
                     if hash_len == FULL_HASH:
                         raise
                     lengths.pop(0)

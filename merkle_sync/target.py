@@ -8,13 +8,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from merkle_sync.applier import ApplyStream, Held
-from merkle_sync.checks import MAX_UNREAD, RESERVED, Refused, probe_hash_len, split_fixed
+from merkle_sync.checks import MAX_UNREAD, RESERVED, probe_hash_len, split_fixed
 from merkle_sync.chunking import sub_chunks
 from merkle_sync.freshness import StaleContent
 from merkle_sync.layout import check_excluded
 from merkle_sync.listing import entries, split, unmatched
 from merkle_sync.merkle import DirNode, FileNode, Node, iter_tree, lookup, put
-from merkle_sync.preflight import Preflight
+from merkle_sync.preflight import Preflight, refuse
 from merkle_sync.protocol import (
     MAX_BASIS_READ,
     MAX_CONFIRMED,
@@ -139,6 +139,13 @@ class ReplicatorTarget:
             return Ack(0)
         raise ProtocolError(f"unknown request type {type(request).__name__}")
 
+    def _dir_there(self, rel: str) -> bool:
+        """A directory on disk that the tree leaves out (excluded, or unreadable)."""
+        try:
+            return lookup(self.tree, rel) is None and self.fs.isdir(self.store.abs(rel))
+        except OSError:
+            return False
+
     def _mark(self) -> None:
         """This directory is a mirror now: later deletions in it are the mirror's own."""
         if self.store.staging and not self.fs.exists(self._marker):
@@ -208,23 +215,7 @@ class ReplicatorTarget:
 
     def _refusals(self, removes: tuple[str, ...]) -> None:
         """Why the first frame of an apply (or a dry run's ``Preflight``) is refused."""
-        if self.unmarked and removes:
-            raise Refused(
-                f"{self.dir!r} is not empty and has never been a merkle-sync mirror: "
-                f"refusing to delete {len(removes)} entries there (is it the right "
-                "directory? use --force to mirror into it anyway)"
-            )
-        limit = self.max_delete
-        count = 0
-        for rel in removes if limit is not None else ():
-            node = lookup(self.tree, rel)
-            for _ in iter_tree(node) if node is not None else ():
-                count += 1
-                if count > limit:
-                    raise Refused(
-                        f"the sync would delete more than {limit} entries on the target "
-                        "(--max-delete): nothing was changed"
-                    )
+        refuse(self.tree, removes, self.dir if self.unmarked else None, self.max_delete)
 
     def _end_stream(self) -> None:
         if self._stream is not None:
@@ -340,7 +331,7 @@ class ReplicatorTarget:
         stream = self._stream
         try:
             if self._ignore is not None:
-                check_excluded(self._ignore, req)
+                check_excluded(self._ignore, req, self._dir_there)
             stream.apply(req)
         except BaseException:
             self._stream = None

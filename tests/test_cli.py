@@ -510,10 +510,14 @@ def test_progress_shows_a_bar_on_a_terminal_and_nothing_otherwise(src, tmp_path)
     assert b"4/4 files" in seen  # the files written, of the plan
 
 
-def test_verbose_lists_every_change(src, tmp_path):
-    out = cli("-v", str(src), str(tmp_path / "dst")).stdout
+def test_verbose_lists_every_change_once_then_the_summary(src, tmp_path):
+    """The plan that ran is listed when the sync ends: a sync that started over (the
+    source changed under it) planned twice and listed everything twice before."""
+    lines = cli("-v", str(src), str(tmp_path / "dst")).stdout.splitlines()
     for line in ("create  pkg/", "create  pkg/sub/data.bin", "create  link", "create  run.sh"):
-        assert line in out
+        assert lines.count(line) == 1
+    assert all(x.startswith("create  ") for x in lines[:-1])
+    assert lines[-1].startswith(f"{len(lines) - 1} created, 0 updated")
 
 
 def test_a_remote_path_under_the_home_directory(src, tmp_path, shim):

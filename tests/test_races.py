@@ -32,14 +32,14 @@ def _tree(src) -> None:
         (src / name).write_bytes(name.encode() * 50_000)
 
 
-def _sync(fs, src, dst) -> ReplicatorSource:
+def _sync(fs, src, dst, **kw) -> ReplicatorSource:
     target = ReplicatorTarget(DiskFileSystem(), str(dst))
 
     def rpc(frame):
         fs.armed = True
         return target.handle_request(frame)
 
-    return ReplicatorSource(fs, str(src), rpc, index=False)
+    return ReplicatorSource(fs, str(src), rpc, index=False, **kw)
 
 
 def test_a_file_removed_after_the_scan_is_simply_gone(tmp_path):
@@ -139,3 +139,48 @@ def test_changed_paths_names_what_differs_between_two_scans(tmp_path):
     after = scan(DiskFileSystem(), str(root))
     assert changed_paths(before, after) == ["a", "gone", "new"]
     assert changed_paths(after, after) == []
+
+
+def test_a_tree_that_changes_at_every_read_still_ends_its_sync(tmp_path):
+    """Every file rewritten as it is read: rescans stop after ``MAX_REFRESH``, and then
+    each attempt leaves out what changed; a later rescan must not put those back, nor may a
+    fixed number of rounds end the sync (after 3 it ended with exit 11)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    names = [f"f{i}" for i in range(8)]
+    for name in names:
+        (src / name).write_bytes(os.urandom(30_000))
+
+    def rewrite(path):
+        with open(path, "wb") as f:
+            f.write(os.urandom(30_000 + len(os.path.basename(path))))
+
+    # A frame a file: each attempt fails at the first file it reads, which alone changed.
+    source = _sync(Meddling(rewrite), src, dst, frame_literals=16 << 10, compression=0)
+    assert sorted(rel for rel, _ in source.skipped) == names
+    assert all(why in (CHANGING,) or why.startswith("OSError") for _, why in source.skipped)
+
+
+def test_retries_end_and_keep_what_they_left_out_across_rescans(tmp_path):
+    """One file changes per attempt, a different one each time: past the rescans every
+    attempt leaves one more out (not only 3 rounds of it), each rescan's fresh tree gets
+    the earlier ones taken out again, and an attempt that finds nothing new to leave out
+    ends the retries."""
+    from merkle_sync.races import MAX_REFRESH, Raced, Retries
+
+    root = tmp_path / "t"
+    root.mkdir()
+    names = [f"f{i}" for i in range(MAX_REFRESH + 6)]
+    for name in names:
+        (root / name).write_text(name)
+    retries = Retries()
+    for i, name in enumerate(names):
+        tree = scan(DiskFileSystem(), str(root))  # each rescan puts every file back
+        again, out = retries.answer(tree, Raced(name, OSError("changed")), [name])
+        assert again
+        expected = [] if i < MAX_REFRESH else names[MAX_REFRESH : i + 1]
+        assert sorted(tree.children) == sorted(set(names) - set(expected))
+        assert sorted(r for r, _ in out) == sorted(expected)
+    tree = scan(DiskFileSystem(), str(root))
+    again, _ = retries.answer(tree, Raced(names[-1], OSError("changed")), [])
+    assert not again  # nothing new to leave out: the caller raises
