@@ -81,6 +81,7 @@ def remove_tree(path: str) -> None:
             elif not entry.is_dir(follow_symlinks=False):
                 os.unlink(entry.name, dir_fd=fd)
             elif len(stack) >= REMOVE_DEPTH:
+                os.close(_opened_writable(entry.name, fd))  # a move updates its ".." entry
                 os.rename(entry.name, f".merkle-sync-removing-{next(moved)}", src_dir_fd=fd,
                           dst_dir_fd=top)  # fmt: skip
                 spilled = True

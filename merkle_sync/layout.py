@@ -68,7 +68,10 @@ def check_layout(tree: DirNode, target_dir: str, req: Apply, open_path: str | No
 
 
 def check_excluded(
-    ignore: Callable[[str, bool], bool], req: Apply, dir_there: Callable[[str], bool]
+    ignore: Callable[[str, bool], bool],
+    req: Apply,
+    tree: DirNode,
+    dir_there: Callable[[str], bool],
 ) -> None:
     """Raise ``ProtocolError`` if ``req`` touches a path the target excludes, or one below
     an excluded directory: the source leaves out the same paths, so no sync sends these,
@@ -92,7 +95,9 @@ def check_excluded(
     # ``cache/`` excludes that directory, which the write would have to replace.
     paths = [(r, True) for r in req.mkdirs] + [(w.path, False) for w in req.writes]
     paths += [(w.path, True) for w in req.writes if ignore(w.path, True) and dir_there(w.path)]
-    paths += [(r, d) for r in (*req.removes, *(a.path for a in req.attrs)) for d in (0, 1)]
+    made = set(req.mkdirs)  # removals and metadata: as what the target holds there
+    for rel in (*req.removes, *(a.path for a in req.attrs)):
+        paths.append((rel, rel in made or isinstance(lookup(tree, rel), DirNode)))
     for rel, is_dir in paths:
-        if excluded(rel, bool(is_dir)):
+        if excluded(rel, is_dir):
             raise ProtocolError(f"{rel!r} is excluded on this target")

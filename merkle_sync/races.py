@@ -89,6 +89,7 @@ class Retries:
 
     refreshed: int = 0
     left: dict[str, str] = field(default_factory=dict)  # files left out, and why
+    vanished: int = 0  # attempts after which the rescan found only removals
 
     def answer(
         self, tree: DirNode, exc: Exception, changed: list[str]
@@ -96,14 +97,19 @@ class Retries:
         """After a failed attempt and a rescan (``changed``: what it found different):
         whether to try again, and what is left out of ``tree`` now, for ``skipped`` (the
         rescan put back what was left out before). Every ``True`` is a rescan within
-        ``MAX_REFRESH`` or one more file left out, so the attempts end."""
+        ``MAX_REFRESH``, or one more file left out or found gone within ``MAX_LEFT_OUT``, so
+        the attempts end."""
         out = leave_out(tree, self.left.items())
         if changed and self.refreshed < MAX_REFRESH:
             self.refreshed += 1
             return True, out
+        room = len(self.left) + self.vanished < MAX_LEFT_OUT
         new = [v for v in victims(exc, changed) if v[0] not in self.left]
-        more = leave_out(tree, new) if len(self.left) < MAX_LEFT_OUT else []
+        more = leave_out(tree, new) if room else []
         self.left.update(more)
+        if not more and changed and room:  # only removals: the tree no longer holds them
+            self.vanished += 1
+            return True, out
         return bool(more), out + more
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import posixpath
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -56,12 +56,17 @@ SPECIAL = "not a regular file, directory or symbolic link"
 ON_TARGET = "could not be read on the target, so it was left there as it is"
 
 
-def with_target(skipped: list[tuple[str, str]], unread: tuple[str, ...] | None) -> list:
+def with_target(
+    skipped: list[tuple[str, str]], unread: tuple[str, ...] | None, removed: Iterable[str] = ()
+) -> list:
     """``skipped`` with the target's unreadable entries as its last reply to a root (if
-    ``unread`` is one) listed them, instead of those it listed before."""
+    ``unread`` is one) listed them, instead of those it listed before, but for those below
+    what this sync removed (they went with it)."""
     if unread is None:
         return skipped
-    return [s for s in skipped if s[1] != ON_TARGET] + [(rel, ON_TARGET) for rel in unread]
+    gone = tuple(r + "/" for r in removed)
+    left = [rel for rel in unread if not (rel + "/").startswith(gone)]
+    return [s for s in skipped if s[1] != ON_TARGET] + [(rel, ON_TARGET) for rel in left]
 
 
 #: An entry skipped because it could not be read: the sync leaves the target's copy alone.

@@ -297,7 +297,7 @@ class ReplicatorSource:
         session.on_whole = self._keep
         try:
             driver.run(session, request)
-            self.skipped = with_target(self.skipped, session.target_unread)
+            self.skipped = with_target(self.skipped, session.target_unread, session.removes)
             if session.equal and not self.dry_run:
                 with contextlib.suppress(Raced):  # a kept copy only saves bytes later
                     self._kept.put(kept_rest(session, self._read))

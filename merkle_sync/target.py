@@ -139,6 +139,12 @@ class ReplicatorTarget:
             return Ack(0)
         raise ProtocolError(f"unknown request type {type(request).__name__}")
 
+    def _unread_now(self) -> tuple[str, ...]:
+        """The unreadable entries the scan found, but for those an apply removed since."""
+        tree = self.tree
+        here = [r for r in self._unread if isinstance(lookup(tree, posixpath.dirname(r)), DirNode)]
+        return tuple(here[:MAX_UNREAD])
+
     def _dir_there(self, rel: str) -> bool:
         """A directory on disk that the tree leaves out (excluded, or unreadable)."""
         try:
@@ -237,7 +243,7 @@ class ReplicatorTarget:
             if self.unmarked:  # it equals the source: a mirror from now on
                 self.unmarked = False
                 self._mark()
-            return WalkReply(True, (), b"", 0, unread=tuple(self._unread[:MAX_UNREAD]))
+            return WalkReply(True, (), b"", 0, unread=self._unread_now())
         self._ensure_index()
         n = req.hash_len
         cut = self._cut(req.basis)
@@ -273,7 +279,7 @@ class ReplicatorTarget:
                 probe_check([f[0] for f in leaf if f]) for leaf in self._probed if any(leaf)
             )
         root = self.tree.hash[:n] if req.root else b""  # the state the apply must find
-        unread = tuple(self._unread[:MAX_UNREAD]) if req.root else ()  # once per sync
+        unread = self._unread_now() if req.root else ()  # once per sync
         return trusted(
             WalkReply, False, tuple(listings), bytes(bits), len(self.index), root, checks, unread
         )
@@ -331,7 +337,7 @@ class ReplicatorTarget:
         stream = self._stream
         try:
             if self._ignore is not None:
-                check_excluded(self._ignore, req, self._dir_there)
+                check_excluded(self._ignore, req, self.tree, self._dir_there)
             stream.apply(req)
         except BaseException:
             self._stream = None

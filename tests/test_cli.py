@@ -452,20 +452,23 @@ def test_read_only_directories_are_mirrored_written_into_and_removed(tmp_path):
         assert done.returncode == 0, done.stderr
         assert listing(dst) == listing(src)
 
+    deep = "gone/sub/" + "d/" * 70  # deeper than REMOVE_DEPTH: moved up before removal
     try:
-        for d in ("ro", "gone/sub"):
-            (src / d).mkdir(parents=True)
+        for d in ("ro", "gone/sub", deep):
+            (src / d).mkdir(parents=True, exist_ok=True)
             (src / d / "f").write_text(d)
-        for d in ("ro", "gone/sub", "gone"):
-            (src / d).chmod(0o555)
+        for path in sorted(src.rglob("*"), reverse=True):  # every directory, deepest first
+            if path.is_dir():
+                path.chmod(0o555)
         own_all()
         sync()
         assert stat.S_IMODE((dst / "ro").stat().st_mode) == 0o555
         (src / "ro").chmod(0o755)
         (src / "ro" / "new").write_text("new")
         (src / "ro").chmod(0o555)
-        for d in ("gone", "gone/sub"):
-            (src / d).chmod(0o755)
+        for path in [src / "gone", *(src / "gone").rglob("*")]:
+            if path.is_dir():
+                path.chmod(0o755)
         shutil.rmtree(src / "gone")
         own_all()
         sync()

@@ -174,3 +174,28 @@ def test_a_removed_link_is_not_kept_for_reuse_as_if_it_were_a_file(tmp_path):
             (src / "f.txt").write_text(text)
         ReplicatorSource(fs, str(src), target.handle_request, index=False, compression=0)
         assert listing(dst) == listing(src)
+
+
+def test_an_unreadable_entry_the_sync_removed_with_its_directory_is_not_reported(tmp_path):
+    """What the target's scan could not read goes with a directory the source removed: it
+    is no longer there to report (it was reported, and the command exited 23)."""
+
+    class Denying(DiskFileSystem):
+        def entries(self, path):
+            if path.endswith("/dst/x/foreign"):
+                raise PermissionError(13, "Permission denied", path)
+            return super().entries(path)
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "x").mkdir(parents=True)
+    (src / "a").write_text("a")
+    fs = DiskFileSystem()
+    ReplicatorSource(fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request, index=False)
+    (dst / "x" / "foreign").mkdir()
+    (src / "x").rmdir()
+    target = ReplicatorTarget(Denying(), str(dst))
+    source = ReplicatorSource(fs, str(src), target.handle_request, index=False)
+    assert not (dst / "x").exists()
+    assert source.skipped == []
+    source.sync()  # and the next sync's first reply no longer names it
+    assert source.skipped == []

@@ -184,3 +184,17 @@ def test_retries_end_and_keep_what_they_left_out_across_rescans(tmp_path):
     tree = scan(DiskFileSystem(), str(root))
     again, _ = retries.answer(tree, Raced(names[-1], OSError("changed")), [])
     assert not again  # nothing new to leave out: the caller raises
+
+
+def test_retries_go_on_when_the_rescan_finds_the_failed_file_gone(tmp_path):
+    """Past the rescans, a file deleted while it was sent is nothing to leave out: the tree
+    no longer holds it, which is progress too (it ended the sync with exit 11)."""
+    from merkle_sync.races import MAX_REFRESH, Raced, Retries
+
+    root = tmp_path / "t"
+    (root / "d").mkdir(parents=True)
+    (root / "keep").write_text("k")
+    retries = Retries(refreshed=MAX_REFRESH)
+    gone = FileNotFoundError(2, "No such file or directory")
+    again, out = retries.answer(scan(DiskFileSystem(), str(root)), Raced("d/x", gone), ["d/x"])
+    assert (again, out) == (True, [])
