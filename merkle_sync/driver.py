@@ -141,13 +141,10 @@ class Driver:
     def _preflight(self, removes: tuple[str, ...]) -> None:
         """A dry run asks the target whether it would refuse these removals (and changes
         nothing): ``merkle_sync.preflight``. Its few bytes are not in the would-send count."""
-        reply = self._decode_quietly(self.rpc(encode(Preflight(removes))))
+        reply = self.rpc(encode(Preflight(removes)))
+        reply = reply if isinstance(reply, Message) else decode(reply)  # counted nowhere
         if not isinstance(reply, Ack):
             raise ProtocolError(f"unexpected reply {type(reply).__name__} to a preflight")
-
-    @staticmethod
-    def _decode_quietly(reply: Any) -> Message:
-        return reply if isinstance(reply, Message) else decode(reply)
 
     def _sent(self, request: Any, frame: bytes) -> None:
         self.stats.bytes_up += len(frame)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import posixpath
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
+from itertools import islice
 from typing import Any
 
 from merkle_sync.applier import ApplyStream, Held
@@ -141,9 +142,9 @@ class ReplicatorTarget:
 
     def _unread_now(self) -> tuple[str, ...]:
         """The unreadable entries the scan found, but for those an apply removed since."""
-        tree = self.tree
-        here = [r for r in self._unread if isinstance(lookup(tree, posixpath.dirname(r)), DirNode)]
-        return tuple(here[:MAX_UNREAD])
+        tree = self.tree  # looked up only until the reply is full, however many there are
+        here = (r for r in self._unread if isinstance(lookup(tree, posixpath.dirname(r)), DirNode))
+        return tuple(islice(here, MAX_UNREAD))
 
     def _dir_there(self, rel: str) -> bool:
         """A directory on disk that the tree leaves out (excluded, or unreadable)."""

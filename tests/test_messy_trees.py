@@ -75,6 +75,20 @@ def test_special_files_in_the_target_are_replaced_by_what_the_source_has(tmp_pat
     assert listing(dst) == listing(src)
 
 
+class Unlistable(DiskFileSystem):
+    """A directory whose path ends with ``suffix`` cannot be listed, as one whose owner
+    denies the syncing user (root reads everything, so this is how a test sees it)."""
+
+    def __init__(self, suffix: str) -> None:
+        super().__init__()
+        self.suffix = suffix
+
+    def entries(self, path):
+        if path.endswith(self.suffix):
+            raise PermissionError(13, "Permission denied", path)
+        return super().entries(path)
+
+
 class Vanishing(DiskFileSystem):
     """Deletes an entry just after its directory was listed and before it is read."""
 
@@ -130,12 +144,6 @@ def test_an_entry_the_target_cannot_read_is_reported_not_passed_over(tmp_path):
     the first reply of each sync names it, and the source reports it as skipped (the
     command exits 23), where it was left there silently before."""
 
-    class Denying(DiskFileSystem):
-        def entries(self, path):
-            if path.endswith("/dst/foreign"):
-                raise PermissionError(13, "Permission denied", path)
-            return super().entries(path)
-
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     (src / "a").write_text("a")
@@ -144,7 +152,7 @@ def test_an_entry_the_target_cannot_read_is_reported_not_passed_over(tmp_path):
     (dst / "foreign").mkdir()
     (dst / "foreign" / "x").write_text("x")
     (src / "b").write_text("b")
-    target = ReplicatorTarget(Denying(), str(dst))
+    target = ReplicatorTarget(Unlistable("/dst/foreign"), str(dst))
     source = ReplicatorSource(fs, str(src), target.handle_request, index=False)
     assert source.skipped == [("foreign", ON_TARGET)]
     assert (dst / "b").read_text() == "b"
@@ -180,12 +188,6 @@ def test_an_unreadable_entry_the_sync_removed_with_its_directory_is_not_reported
     """What the target's scan could not read goes with a directory the source removed: it
     is no longer there to report (it was reported, and the command exited 23)."""
 
-    class Denying(DiskFileSystem):
-        def entries(self, path):
-            if path.endswith("/dst/x/foreign"):
-                raise PermissionError(13, "Permission denied", path)
-            return super().entries(path)
-
     src, dst = tmp_path / "src", tmp_path / "dst"
     (src / "x").mkdir(parents=True)
     (src / "a").write_text("a")
@@ -193,7 +195,7 @@ def test_an_unreadable_entry_the_sync_removed_with_its_directory_is_not_reported
     ReplicatorSource(fs, str(src), ReplicatorTarget(fs, str(dst)).handle_request, index=False)
     (dst / "x" / "foreign").mkdir()
     (src / "x").rmdir()
-    target = ReplicatorTarget(Denying(), str(dst))
+    target = ReplicatorTarget(Unlistable("/dst/x/foreign"), str(dst))
     source = ReplicatorSource(fs, str(src), target.handle_request, index=False)
     assert not (dst / "x").exists()
     assert source.skipped == []
